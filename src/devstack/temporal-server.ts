@@ -1,0 +1,40 @@
+// The real Temporal dev server (the official CLI installed by set-up), persistent on a SQLite file.
+import path from 'node:path';
+import { REPO_ROOT } from '../config';
+
+export const SEARCH_ATTRIBUTES = ['LivemergeVmId', 'LivemergeHostId', 'LivemergeStage'] as const;
+
+export function temporalCliPath(): string {
+  return process.env.LIVEMERGE_TEMPORAL_CLI ?? path.join(REPO_ROOT, '.tools', 'venv', 'bin', 'temporal');
+}
+
+export function devServerArgs(opts: {
+  dbFile: string;
+  host: string;
+  port: number;
+  uiPort: number;
+  namespace: string;
+}) {
+  return [
+    'server',
+    'start-dev',
+    '--db-filename',
+    opts.dbFile,
+    '--ip',
+    opts.host,
+    '--port',
+    String(opts.port),
+    '--ui-port',
+    String(opts.uiPort),
+    '--namespace',
+    opts.namespace,
+    ...SEARCH_ATTRIBUTES.flatMap((name) => ['--search-attribute', `${name}=Keyword`]),
+    '--log-level',
+    'warn',
+  ];
+}
+
+export function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  return { host: address.slice(0, i) || '127.0.0.1', port: Number(address.slice(i + 1)) };
+}

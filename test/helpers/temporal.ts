@@ -1,0 +1,69 @@
+// Per-test-file access to the run's Temporal dev server, and workers that stop when the file ends.
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import type { Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode } from '@temporalio/worker';
+import { afterAll, inject } from 'vitest';
+
+import { poolNamespace } from './namespaces';
+
+export const NAMESPACE = poolNamespace();
+
+export interface TemporalHarness {
+  address: string;
+  client: Client;
+  connection: Connection;
+  nativeConnection: NativeConnection;
+}
+
+let harness: Promise<TemporalHarness> | undefined;
+
+// Worker state changes and expected workflow failures (logged as warnings) would drown the report.
+Runtime.install({ logger: new DefaultLogger('ERROR') });
+
+export function temporal(): Promise<TemporalHarness> {
+  harness ??= (async () => {
+    const address = inject('temporalAddress');
+    const connection = await Connection.connect({ address });
+    const nativeConnection = await NativeConnection.connect({ address });
+    afterAll(async () => {
+      await nativeConnection.close();
+      await connection.close();
+    });
+    return {
+      address,
+      connection,
+      nativeConnection,
+      client: new Client({ connection, namespace: NAMESPACE }),
+    };
+  })();
+  return harness;
+}
+
+let bundle: ReturnType<typeof bundleWorkflowCode> | undefined;
+/** The workflow bundle is built once per test file (webpack takes seconds). */
+export function workflowBundle(): ReturnType<typeof bundleWorkflowCode> {
+  bundle ??= bundleWorkflowCode({
+    workflowsPath: path.resolve(__dirname, '../../src/workflows/index.ts'),
+    logger: { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} },
+  });
+  return bundle;
+}
+
+/** Runs workers in the background until the test file ends (or `stop()` is called). */
+export function runWorkers(workers: Worker[]): { stop: () => Promise<void> } {
+  const runs = workers.map((w) => w.run());
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+    await Promise.all(runs);
+  };
+  afterAll(stop);
+  return { stop };
+}
+
+export function uniqueId(prefix: string): string {
+  return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+}
