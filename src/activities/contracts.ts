@@ -1,0 +1,182 @@
+// The activity contracts: what workflows may call, on which queue. Pure types (workflows import them with
+// `import type`); the factories in host/, storage/ and engine/ implement them.
+
+export type Format = 'raw' | 'qcow2';
+export type Legality = 'LEGAL' | 'ILLEGAL';
+export type VmState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'other';
+export type JobKind = 'commit' | 'active-commit' | 'pull';
+
+export interface VolumeRef {
+  storageDomainId: string;
+  imageId: string;
+  volumeId: string;
+}
+
+export interface VolumeInfo extends VolumeRef {
+  parentId: string | null;
+  format: Format;
+  legality: Legality;
+  snapshotId: string | null;
+  capacity: number;
+  description: string;
+  path: string;
+}
+
+export interface VmDisk {
+  target: string;
+  path: string;
+  /** Set when the disk's leaf lives in a storage domain under this host's storage root. */
+  volume: VolumeRef | null;
+}
+
+export interface LocateVmResult {
+  found: boolean;
+  hostId: string;
+  vmId: string;
+  name?: string;
+  state?: VmState;
+}
+
+export interface DescribeVmResult {
+  vmId: string;
+  name: string;
+  hostId: string;
+  state: VmState;
+  disks: VmDisk[];
+}
+
+export interface MergePlanInput {
+  vmId: string;
+  storageDomainId: string;
+  imageId: string;
+  baseVolumeId: string;
+  topVolumeId: string;
+  direction: 'backward' | 'forward';
+}
+
+/** What a merge will do, decided once on the VM's host from metadata, qcow2 headers and the domain XML. */
+export interface MergePlan {
+  mode: 'live' | 'cold';
+  diskTarget: string;
+  /** The image's chain from metadata, base first. */
+  chain: VolumeInfo[];
+  /** Volumes whose data moves and which are then removed. */
+  removedVolumeIds: string[];
+  /** The volume above top (backward) whose parent becomes base; null when top is the leaf. */
+  childOfTopId: string | null;
+  /** Live only: which libvirt job does the work. */
+  jobKind: JobKind;
+  basePath: string;
+  topPath: string;
+  /** backward: top is the active leaf (active commit + pivot); forward: the new parent of top. */
+  topIsLeaf: boolean;
+  newParentId: string | null;
+  capacity: number;
+}
+
+export interface JobRef {
+  vmId: string;
+  diskTarget: string;
+  jobKind: JobKind;
+  basePath: string;
+  topPath: string;
+  /** Paths that must be gone from the chain once the job has done its work. */
+  removedPaths: string[];
+}
+
+export interface StartJobResult {
+  status: 'started' | 'adopted' | 'already-done';
+}
+
+export type WaitOutcome = 'ready' | 'completed' | 'vm-stopped' | 'failed';
+export interface WaitResult {
+  outcome: WaitOutcome;
+  cur: number;
+  end: number;
+  detail?: string;
+}
+
+export interface HostActivities {
+  listVms(): Promise<{ hostId: string; vms: Array<{ name: string; uuid: string; state: string }> }>;
+  /** Read-only. */
+  locateVm(input: { vmId: string }): Promise<LocateVmResult>;
+  /** Read-only. */
+  describeVm(input: { vmId: string }): Promise<DescribeVmResult>;
+  /** Read-only: validates the request against the VM's real chains and returns the plan. */
+  planMerge(input: MergePlanInput): Promise<MergePlan>;
+  startJob(input: JobRef & { bandwidthBytesPerSec?: number }): Promise<StartJobResult>;
+  waitForJob(input: JobRef & { expect: 'ready' | 'completed' }): Promise<WaitResult>;
+  pivot(input: JobRef): Promise<void>;
+  abortJob(input: JobRef): Promise<{ aborted: boolean }>;
+  verifyMerged(input: JobRef & { expectedLeafPath: string }): Promise<void>;
+  /** Live: external disk-only snapshot of all disks at once (REUSE_EXT onto pre-created volumes). */
+  snapshotDisks(input: {
+    vmId: string;
+    disks: Array<{ target: string; newLeafPath: string; newLeafFormat: Format }>;
+  }): Promise<{ status: 'taken' | 'already-taken' }>;
+  /** Shut-off VM: point disks at new sources in the persistent definition. */
+  setDiskSources(input: {
+    vmId: string;
+    disks: Array<{ target: string; path: string; format: Format }>;
+  }): Promise<{ changed: boolean }>;
+}
+
+export interface ChainReport {
+  storageDomainId: string;
+  imageId: string;
+  ok: boolean;
+  disagreements: Array<{ kind: string; detail: string; volumeId?: string }>;
+}
+
+export interface StorageActivities {
+  /** Base first, ending at `leafVolumeId` (the VM's current leaf) or the image's one LEGAL leaf. */
+  readChain(input: {
+    storageDomainId: string;
+    imageId: string;
+    leafVolumeId?: string;
+  }): Promise<VolumeInfo[]>;
+  /** Creates a qcow2 child volume; a volume already there with the same parent counts as done. */
+  createVolume(input: VolumeRef & { parentId: string; description?: string }): Promise<VolumeInfo>;
+  setSnapshotId(input: VolumeRef & { snapshotId: string | null }): Promise<void>;
+  /** Step 7. */
+  recordMerge(input: {
+    storageDomainId: string;
+    imageId: string;
+    direction: 'backward' | 'forward';
+    baseVolumeId: string;
+    topVolumeId: string;
+    removedVolumeIds: string[];
+    childOfTopId: string | null;
+  }): Promise<void>;
+  /** Step 8, each volume behind the deletion guard. */
+  deleteVolumes(input: {
+    storageDomainId: string;
+    imageId: string;
+    volumeIds: string[];
+  }): Promise<{ deleted: string[]; alreadyGone: string[] }>;
+  /** Cold merge of a shut-off VM's image (qemu-img), heartbeating. */
+  coldMerge(input: MergePlanInput & { plan: MergePlan }): Promise<void>;
+  /** Removes volumes a failed createSnapshot made and never used. */
+  discardVolumes(input: { storageDomainId: string; imageId: string; volumeIds: string[] }): Promise<void>;
+  reconcileScan(input: { storageDomainId: string }): Promise<{
+    orphans: VolumeRef[];
+    reports: ChainReport[];
+  }>;
+}
+
+export interface AuditEvent {
+  /** Unique per outcome of one workflow run: a retried audit activity writes it once. */
+  eventId: string;
+  outcome: 'started' | 'completed' | 'failed' | 'cancelled';
+  workflowType: string;
+  workflowId: string;
+  runId: string;
+  vmId: string;
+  hostId: string | null;
+  detail: Record<string, unknown>;
+}
+
+export interface EngineActivities {
+  audit(event: AuditEvent): Promise<{ written: boolean }>;
+  configuredHosts(): Promise<string[]>;
+}

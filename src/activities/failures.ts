@@ -1,0 +1,49 @@
+// Typed errors from the primitives become ApplicationFailures whose `type` workflows and users act on.
+import { ApplicationFailure } from '@temporalio/common';
+import { LibvirtError } from '../libvirt/errors';
+import { StorageError } from '../storage/errors';
+
+const STORAGE_TO_FAILURE: Partial<Record<StorageError['code'], string>> = {
+  PATH_REFUSED: 'InvalidRequest',
+  VOLUME_NOT_FOUND: 'InvalidRequest',
+  IMAGE_NOT_FOUND: 'InvalidRequest',
+  DOMAIN_NOT_FOUND: 'InvalidRequest',
+  INVALID_REQUEST: 'InvalidRequest',
+  CHAIN_BROKEN: 'ChainMismatch',
+  CHAIN_AMBIGUOUS: 'ChainMismatch',
+  METADATA_CORRUPT: 'ChainMismatch',
+  DELETION_REFUSED: 'DeletionRefused',
+};
+
+export function nonRetryable(type: string, message: string, details?: unknown): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : [] });
+}
+
+/** Rethrows a primitive's error as the failure type it means; anything else stays retryable. */
+export function asFailure(err: unknown): never {
+  if (err instanceof ApplicationFailure) throw err;
+  if (err instanceof StorageError) {
+    const type = STORAGE_TO_FAILURE[err.code];
+    if (type) throw nonRetryable(type, err.message, { code: err.code });
+    throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
+  }
+  if (err instanceof LibvirtError) {
+    throw ApplicationFailure.create({
+      type: 'LibvirtError',
+      message: err.message,
+      details: [{ code: err.code, domain: err.domain }],
+    });
+  }
+  throw err;
+}
+
+/** Wraps an activity so that every thrown primitive error is typed. */
+export function typed<A extends unknown[], R>(fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  return async (...args: A) => {
+    try {
+      return await fn(...args);
+    } catch (err) {
+      asFailure(err);
+    }
+  };
+}

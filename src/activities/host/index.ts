@@ -1,0 +1,28 @@
+import type { HostActivities } from '../contracts';
+import { typed } from '../failures';
+import { makeAbortJob, makePivot, makeStartJob } from './block-job';
+import type { HostActivityDeps } from './deps';
+import { makeDescribeVm, makeListVms, makeLocateVm } from './list-vms';
+import { makePlanMerge } from './plan-merge';
+import { makeSetDiskSources, makeSnapshotDisks } from './snapshot';
+import { makeVerifyMerged } from './verify';
+import { makeWaitForJob } from './wait-for-job';
+
+export type { HostActivityDeps } from './deps';
+
+/** Activities run by a host agent on `livemerge-host-<id>`: the host's libvirt work. */
+export function createHostActivities(deps: HostActivityDeps): HostActivities {
+  return {
+    listVms: typed(makeListVms(deps)),
+    locateVm: typed(makeLocateVm(deps)),
+    describeVm: typed(makeDescribeVm(deps)),
+    planMerge: typed(makePlanMerge(deps)),
+    startJob: typed(makeStartJob(deps)),
+    waitForJob: typed(makeWaitForJob(deps)),
+    pivot: typed(makePivot(deps)),
+    abortJob: typed(makeAbortJob(deps)),
+    verifyMerged: typed(makeVerifyMerged(deps)),
+    snapshotDisks: typed(makeSnapshotDisks(deps)),
+    setDiskSources: typed(makeSetDiskSources(deps)),
+  };
+}

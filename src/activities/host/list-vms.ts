@@ -1,0 +1,45 @@
+import type { HostActivities } from '../contracts';
+import type { HostActivityDeps } from './deps';
+import { describe, vmState, withVm } from './vm';
+import { isNoDomainError } from '../../libvirt/errors';
+
+/** Read-only: the domains libvirtd knows on this host. */
+export function makeListVms(deps: HostActivityDeps): HostActivities['listVms'] {
+  return async () => {
+    const conn = await deps.libvirt();
+    const vms = await conn.listDomains();
+    return {
+      hostId: deps.hostId,
+      vms: vms.map(({ name, uuid, state }) => ({ name, uuid, state: vmState(state) })),
+    };
+  };
+}
+
+/** Read-only: whether this host defines the VM, and its state. */
+export function makeLocateVm(deps: HostActivityDeps): HostActivities['locateVm'] {
+  return async ({ vmId }) => {
+    const conn = await deps.libvirt();
+    try {
+      const dom = await conn.lookupByUuid(vmId);
+      try {
+        return {
+          found: true,
+          hostId: deps.hostId,
+          vmId,
+          name: dom.name,
+          state: vmState((await dom.state()).state),
+        };
+      } finally {
+        dom.free();
+      }
+    } catch (err) {
+      if (isNoDomainError(err)) return { found: false, hostId: deps.hostId, vmId };
+      throw err;
+    }
+  };
+}
+
+/** Read-only: the VM's disks, each mapped to its storage-domain volume when it has one. */
+export function makeDescribeVm(deps: HostActivityDeps): HostActivities['describeVm'] {
+  return async ({ vmId }) => withVm(await deps.libvirt(), vmId, (dom) => describe(deps, dom));
+}

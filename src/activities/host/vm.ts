@@ -1,0 +1,86 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { isUuid } from '../../common/ids';
+import { parseDomainDiskChains } from '../../inspect/domain-xml';
+import type { Domain } from '../../libvirt/domain';
+import { DomainState } from '../../libvirt/constants';
+import { isNoDomainError } from '../../libvirt/errors';
+import type { DescribeVmResult, VmDisk, VmState, VolumeRef } from '../contracts';
+import { nonRetryable } from '../failures';
+import type { HostActivityDeps, HostLibvirt } from './deps';
+
+export function vmState(state: number): VmState {
+  switch (state) {
+    case DomainState.RUNNING:
+    case DomainState.BLOCKED:
+      return 'running';
+    case DomainState.PAUSED:
+    case DomainState.PMSUSPENDED:
+      return 'paused';
+    case DomainState.SHUTOFF:
+      return 'shutoff';
+    case DomainState.CRASHED:
+      return 'crashed';
+    default:
+      return 'other';
+  }
+}
+
+export const isActive = (s: VmState): boolean => s === 'running' || s === 'paused';
+
+/** Looks the VM up, runs `fn`, frees the handle. An unknown VM is a non-retryable VmNotFound. */
+export async function withVm<T>(
+  conn: HostLibvirt,
+  vmId: string,
+  fn: (dom: Domain) => Promise<T>,
+): Promise<T> {
+  let dom: Domain;
+  try {
+    dom = await conn.lookupByUuid(vmId);
+  } catch (err) {
+    if (isNoDomainError(err)) throw nonRetryable('VmNotFound', `no VM ${vmId} on this host`);
+    throw err;
+  }
+  try {
+    return await fn(dom);
+  } finally {
+    dom.free();
+  }
+}
+
+export async function stateOf(dom: Domain): Promise<VmState> {
+  return vmState((await dom.state()).state);
+}
+
+/** The storage-domain ids of a volume path `<root>/<sd>/images/<img>/<vol>`, or null for any other path. */
+export function volumeRefFromPath(storageRoot: string, p: string): VolumeRef | null {
+  let root = storageRoot;
+  try {
+    root = fs.realpathSync(storageRoot);
+  } catch {
+    // the root does not exist here: no path can be under it
+  }
+  const parts = path.relative(root, path.resolve(p)).split(path.sep);
+  if (parts.length !== 4 || parts[1] !== 'images') return null;
+  const [storageDomainId, , imageId, volumeId] = parts as [string, string, string, string];
+  if (![storageDomainId, imageId, volumeId].every(isUuid)) return null;
+  return { storageDomainId, imageId, volumeId };
+}
+
+export async function describe(deps: HostActivityDeps, dom: Domain): Promise<DescribeVmResult> {
+  const state = await stateOf(dom);
+  const xml = await dom.xml({ inactive: !isActive(state) });
+  const disks: VmDisk[] = parseDomainDiskChains(xml)
+    .filter((d) => d.device === 'disk' && d.chain[0]?.path)
+    .map((d) => {
+      const p = d.chain[0]!.path!;
+      return { target: d.target, path: p, volume: volumeRefFromPath(deps.storageRoot, p) };
+    });
+  return { vmId: dom.uuid, name: dom.name, hostId: deps.hostId, state, disks };
+}
+
+/** The disk's chain (leaf first) in the live or persistent XML. */
+export async function diskChain(dom: Domain, target: string, inactive: boolean): Promise<string[] | null> {
+  const disk = parseDomainDiskChains(await dom.xml({ inactive })).find((d) => d.target === target);
+  return disk ? disk.chain.map((e) => e.path ?? '') : null;
+}

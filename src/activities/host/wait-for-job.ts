@@ -1,0 +1,90 @@
+import { Context } from '@temporalio/activity';
+import { BlockJobStatus } from '../../libvirt/constants';
+import { isNoDomainError } from '../../libvirt/errors';
+import type { HostActivities, JobRef, WaitResult } from '../contracts';
+import { walkLeafChain } from './chains';
+import type { HostActivityDeps } from './deps';
+import { jobWorkDone } from './block-job';
+import { diskChain, isActive, stateOf, withVm } from './vm';
+
+const STATUS_NAME: Record<number, string> = { 0: 'COMPLETED', 1: 'FAILED', 2: 'CANCELED', 3: 'READY' };
+
+/**
+ * Step 4: waits inside one heartbeating activity. BLOCK_JOB_2 and LIFECYCLE events wake it within
+ * milliseconds; a short poll is the fallback. A retry after an agent crash re-attaches to the running
+ * job. A vanished job proves nothing: the outcome is decided by reading the chain again.
+ */
+export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJob'] {
+  const pollMs = deps.jobPollMs ?? 100;
+  return async (input) => {
+    const ctx = Context.current();
+    const conn = await deps.libvirt();
+    let wake: () => void = () => undefined;
+    let lastEvent: number | undefined;
+    const offJob = conn.onBlockJob((e) => {
+      if (e.domainUuid !== input.vmId || e.disk !== input.diskTarget) return;
+      lastEvent = e.status;
+      wake();
+    });
+    const offLife = conn.onLifecycle((e) => {
+      if (e.domainUuid === input.vmId) wake();
+    });
+    let cur = 0;
+    let end = 0;
+    try {
+      for (;;) {
+        const woken = new Promise<void>((r) => (wake = r));
+        const step = await withVm(conn, input.vmId, async (dom): Promise<WaitResult | undefined> => {
+          if (!isActive(await stateOf(dom))) return await afterStop(dom, input, cur, end);
+          const info = await dom.blockJobInfo(input.diskTarget);
+          if (!info) {
+            if (await jobWorkDone(dom, input)) return { outcome: 'completed', cur: end, end };
+            return {
+              outcome: 'failed',
+              cur,
+              end,
+              detail: `job vanished (last event ${STATUS_NAME[lastEvent ?? -1] ?? 'none'}) and the chain still holds top`,
+            };
+          }
+          cur = info.cur;
+          end = info.end;
+          ctx.heartbeat({ cur, end });
+          // libvirt reports cur == end for a mirroring job only once QEMU says it is ready.
+          const ready = lastEvent === BlockJobStatus.READY || (end > 0 && cur === end);
+          if (input.expect === 'ready' && ready) return { outcome: 'ready', cur, end };
+          return undefined;
+        }).catch((err: unknown) => {
+          if (err instanceof Error && 'type' in err && err.type === 'VmNotFound')
+            return { outcome: 'vm-stopped' as const, cur, end, detail: 'the VM is no longer defined' };
+          if (isNoDomainError(err)) return { outcome: 'vm-stopped' as const, cur, end };
+          throw err;
+        });
+        if (step) return step;
+        await Promise.race([woken, ctx.sleep(pollMs), ctx.cancelled]);
+      }
+    } finally {
+      offJob();
+      offLife();
+    }
+  };
+}
+
+/** The VM stopped: the job is gone with it. Did it finish its work first (qcow2 headers decide)? */
+async function afterStop(
+  dom: Parameters<Parameters<typeof withVm>[2]>[0],
+  job: JobRef,
+  cur: number,
+  end: number,
+): Promise<WaitResult> {
+  const top = (await diskChain(dom, job.diskTarget, true))?.[0];
+  const chain = top ? await walkLeafChain(top) : [];
+  const done = job.jobKind !== 'active-commit' && job.removedPaths.every((p) => !chain.includes(p));
+  return done
+    ? { outcome: 'completed', cur: end, end }
+    : {
+        outcome: 'vm-stopped',
+        cur,
+        end,
+        detail: 'the VM stopped before the job finished; its chain is unchanged',
+      };
+}

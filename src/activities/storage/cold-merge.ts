@@ -1,0 +1,42 @@
+import { Context } from '@temporalio/activity';
+import { ColdMergeError, QemuToolError, coldCommit, coldPull } from '../../merge/cold';
+import type { StorageActivities } from '../contracts';
+import { nonRetryable } from '../failures';
+import type { StorageActivityDeps } from './deps';
+import { openDomain } from './deps';
+
+/**
+ * A shut-off VM's merge with qemu-img (commit -b then rebase -u of top's child, bitmaps merged by hand;
+ * or a safe rebase for forward). Idempotent: each step reads the qcow2 headers first and skips what
+ * they show done; committing again rewrites identical data. qemu-img's image locks keep the VM from
+ * starting meanwhile, and a VM that started first makes it fail with ImageInUse, nothing changed.
+ */
+export function makeColdMerge(deps: StorageActivityDeps): StorageActivities['coldMerge'] {
+  return async ({ storageDomainId, imageId, direction, plan, baseVolumeId, topVolumeId }) => {
+    const ctx = Context.current();
+    const sd = await openDomain(deps, storageDomainId);
+    const ids = plan.chain.map((v) => v.volumeId);
+    const req = {
+      dir: sd.imageDir(imageId),
+      chain: plan.chain.map((v) => ({ file: v.volumeId, format: v.format })),
+      baseIndex: ids.indexOf(baseVolumeId),
+      topIndex: ids.indexOf(topVolumeId),
+    };
+    const beat = setInterval(() => ctx.heartbeat(), 1000);
+    try {
+      if (direction === 'backward') await coldCommit(req, { signal: ctx.cancellationSignal });
+      else await coldPull(req, { signal: ctx.cancellationSignal });
+    } catch (err) {
+      if (err instanceof QemuToolError && /lock/i.test(err.stderr))
+        throw nonRetryable(
+          'ImageInUse',
+          `image ${imageId} is in use (did the VM start?): ${err.stderr.trim()}`,
+        );
+      if (err instanceof ColdMergeError && err.code !== 'QEMU_TOOL_FAILED')
+        throw nonRetryable('ChainMismatch', err.message, { code: err.code });
+      throw err;
+    } finally {
+      clearInterval(beat);
+    }
+  };
+}

@@ -1,0 +1,56 @@
+import { diskForImage, inspectImage } from '../../inspect/inspect-image';
+import type { ChainReport, StorageActivities, VolumeRef } from '../contracts';
+import type { StorageActivityDeps } from './deps';
+import { openDomain } from './deps';
+
+/**
+ * Read-only. Orphans: ILLEGAL volumes that no LEGAL volume names as parent, and data files a crash left
+ * without metadata (their deletion still passes the guard). Reports: every image whose metadata, qcow2
+ * headers and the libvirt definition using it disagree.
+ */
+export function makeReconcileScan(deps: StorageActivityDeps): StorageActivities['reconcileScan'] {
+  return async ({ storageDomainId }) => {
+    const sd = await openDomain(deps, storageDomainId);
+    const xmls = await deps.domainXmls();
+    const orphans: VolumeRef[] = [];
+    const reports: ChainReport[] = [];
+    for (const imageId of await sd.listImages()) {
+      const scan = await sd.scanImage(imageId);
+      const legal = scan.volumes.filter((v) => v.legality === 'LEGAL');
+      for (const v of scan.volumes)
+        if (v.legality === 'ILLEGAL' && !legal.some((l) => l.parentId === v.volumeId))
+          orphans.push({ storageDomainId, imageId, volumeId: v.volumeId });
+      for (const volumeId of scan.dataWithoutMetadata) orphans.push({ storageDomainId, imageId, volumeId });
+      if (legal.length === 0) continue;
+
+      const imageDir = sd.imageDir(imageId);
+      let user: { live?: string; inactive?: string } = {};
+      for (const x of xmls) {
+        const xml = x.live ?? x.inactive;
+        if (xml && (await diskForImage(xml, imageDir))) user = x;
+      }
+      try {
+        const inspection = await inspectImage(sd, imageId, {
+          ...(user.live ? { liveXml: user.live } : {}),
+          ...(user.inactive ? { inactiveXml: user.inactive } : {}),
+        });
+        reports.push({
+          storageDomainId,
+          imageId,
+          ok: inspection.result.ok,
+          disagreements: inspection.result.ok ? [] : inspection.result.disagreements,
+        });
+      } catch (err) {
+        reports.push({
+          storageDomainId,
+          imageId,
+          ok: false,
+          disagreements: [
+            { kind: 'metadata-chain-broken', detail: err instanceof Error ? err.message : String(err) },
+          ],
+        });
+      }
+    }
+    return { orphans, reports };
+  };
+}

@@ -1,0 +1,36 @@
+import type { StorageActivities } from '../contracts';
+import type { StorageActivityDeps } from './deps';
+import { openDomain } from './deps';
+
+/**
+ * Step 7. Idempotent: each change is made only where the metadata does not show it yet, so a retry
+ * after a crash midway finishes the rest. Order: the merged-away volumes turn ILLEGAL first (their
+ * data is no longer valid on its own), then the survivor is re-parented, then snapshot ids move.
+ */
+export function makeRecordMerge(deps: StorageActivityDeps): StorageActivities['recordMerge'] {
+  return async (input) => {
+    const sd = await openDomain(deps, input.storageDomainId);
+    const { imageId } = input;
+    for (const id of input.removedVolumeIds) {
+      const v = await sd.readVolume(imageId, id);
+      if (v.legality !== 'ILLEGAL') await sd.setLegality(imageId, id, 'ILLEGAL');
+    }
+    if (input.direction === 'backward') {
+      if (input.childOfTopId) {
+        const child = await sd.readVolume(imageId, input.childOfTopId);
+        if (child.parentId !== input.baseVolumeId)
+          await sd.reparent(imageId, input.childOfTopId, input.baseVolumeId);
+      }
+      // The base now holds top's data, so it stands for whatever snapshot top stood for (none if top was the leaf).
+      const top = await sd.readVolume(imageId, input.topVolumeId);
+      const base = await sd.readVolume(imageId, input.baseVolumeId);
+      if (base.snapshotId !== top.snapshotId)
+        await sd.setSnapshotId(imageId, input.baseVolumeId, top.snapshotId);
+    } else {
+      // Forward: top now holds the pulled data and backs onto base's old parent.
+      const base = await sd.readVolume(imageId, input.baseVolumeId);
+      const top = await sd.readVolume(imageId, input.topVolumeId);
+      if (top.parentId !== base.parentId) await sd.reparent(imageId, input.topVolumeId, base.parentId);
+    }
+  };
+}

@@ -1,0 +1,24 @@
+import type { NativeConnection, WorkerOptions } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
+import { ENGINE_TASK_QUEUE } from '../common/task-queues';
+
+export interface EngineWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  /** A pre-built bundle (tests build it once per file); default: bundle src/workflows at start. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+  activities?: object;
+}
+
+/** The engine: runs every workflow, and the engine-side activities, on `livemerge-engine`. */
+export async function createEngineWorker(opts: EngineWorkerOptions): Promise<Worker> {
+  return await Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: ENGINE_TASK_QUEUE,
+    ...(opts.workflowBundle
+      ? { workflowBundle: opts.workflowBundle }
+      : { workflowsPath: require.resolve('../workflows') }),
+    activities: opts.activities ?? {},
+  });
+}

@@ -1,0 +1,43 @@
+import type { NativeConnection } from '@temporalio/worker';
+import { Worker } from '@temporalio/worker';
+import { createHostActivities } from '../activities/host';
+import { createStorageActivities } from '../activities/storage';
+import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
+import type { LibvirtConnection } from '../libvirt';
+import { domainXmlSource } from './libvirt-provider';
+
+export interface HostAgentOptions {
+  connection: NativeConnection;
+  namespace: string;
+  hostId: string;
+  storageRoot: string;
+  libvirt: () => Promise<LibvirtConnection>;
+  /** Also take the storage role (`livemerge-storage`). */
+  storage: boolean;
+  jobPollMs?: number;
+}
+
+/** A host agent: libvirt work on `livemerge-host-<id>`, and with the storage role, `livemerge-storage`. */
+export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[]> {
+  const workers = [
+    await Worker.create({
+      connection: opts.connection,
+      namespace: opts.namespace,
+      taskQueue: hostTaskQueue(opts.hostId),
+      activities: createHostActivities(opts),
+    }),
+  ];
+  if (opts.storage)
+    workers.push(
+      await Worker.create({
+        connection: opts.connection,
+        namespace: opts.namespace,
+        taskQueue: STORAGE_TASK_QUEUE,
+        activities: createStorageActivities({
+          storageRoot: opts.storageRoot,
+          domainXmls: domainXmlSource(opts.libvirt),
+        }),
+      }),
+    );
+  return workers;
+}

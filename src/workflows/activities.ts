@@ -1,0 +1,66 @@
+// Activity proxies, one set per queue. Retries are unbounded where a crash of the agent, libvirtd or the
+// server must end in a resumed merge; the non-retryable failure types end the workflow instead.
+import { proxyActivities } from '@temporalio/workflow';
+import type { EngineActivities, HostActivities, StorageActivities } from '../activities/contracts';
+import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
+
+const NON_RETRYABLE = [
+  'InvalidRequest',
+  'VmNotFound',
+  'VmNotRunning',
+  'VmCrashed',
+  'ChainMismatch',
+  'SharedBase',
+  'MergeJobFailed',
+  'DeletionRefused',
+  'ImageInUse',
+];
+const RETRY = {
+  initialInterval: '500ms',
+  backoffCoefficient: 2,
+  maximumInterval: '10s',
+  nonRetryableErrorTypes: NON_RETRYABLE,
+} as const;
+
+export function hostActivities(hostId: string) {
+  const taskQueue = hostTaskQueue(hostId);
+  return {
+    short: proxyActivities<HostActivities>({ taskQueue, startToCloseTimeout: '2m', retry: RETRY }),
+    /** Waiting for a block job: one long activity; a missed heartbeat (agent crash) retries within seconds. */
+    wait: proxyActivities<HostActivities>({
+      taskQueue,
+      startToCloseTimeout: '7d',
+      heartbeatTimeout: '5s',
+      retry: RETRY,
+    }),
+  };
+}
+
+/** For finding a VM: an agent that does not pick the task up within seconds is taken as absent. */
+export function probeHost(hostId: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostTaskQueue(hostId),
+    scheduleToStartTimeout: '5s',
+    startToCloseTimeout: '30s',
+    retry: { maximumAttempts: 1 },
+  });
+}
+
+export const storage = proxyActivities<StorageActivities>({
+  taskQueue: STORAGE_TASK_QUEUE,
+  startToCloseTimeout: '10m',
+  retry: RETRY,
+});
+
+export const storageLong = proxyActivities<StorageActivities>({
+  taskQueue: STORAGE_TASK_QUEUE,
+  startToCloseTimeout: '7d',
+  heartbeatTimeout: '10s',
+  retry: RETRY,
+});
+
+export const engine = proxyActivities<EngineActivities>({
+  taskQueue: ENGINE_TASK_QUEUE,
+  startToCloseTimeout: '30s',
+  retry: RETRY,
+});

@@ -1,0 +1,52 @@
+import { workflowInfo } from '@temporalio/workflow';
+import type { AuditEvent, LocateVmResult } from '../activities/contracts';
+import { engine, probeHost } from './activities';
+import { fail } from './failures';
+import type { ProgressTracker } from './progress';
+
+/** The VM's host: the one given, or the configured host whose agent knows the VM. */
+export async function locateHost(vmId: string, hostId?: string): Promise<LocateVmResult> {
+  const hosts = hostId ? [hostId] : await engine.configuredHosts();
+  const answers = await Promise.all(
+    hosts.map((h) =>
+      probeHost(h)
+        .locateVm({ vmId })
+        .catch((): LocateVmResult => ({ found: false, hostId: h, vmId })),
+    ),
+  );
+  const found = answers.filter((a) => a.found);
+  if (found.length === 0)
+    fail('VmNotFound', `VM ${vmId} is not defined on any of the hosts ${hosts.join(', ')}`);
+  const running = found.find((a) => a.state === 'running' || a.state === 'paused');
+  return running ?? found[0]!;
+}
+
+/** One audit event per outcome of this run (the event id makes a retried write a no-op). */
+export async function audit(
+  outcome: AuditEvent['outcome'],
+  vmId: string,
+  hostId: string | null,
+  detail: Record<string, unknown>,
+): Promise<void> {
+  const info = workflowInfo();
+  await engine.audit({
+    eventId: `${info.workflowId}/${info.runId}/${outcome}`,
+    outcome,
+    workflowType: info.workflowType,
+    workflowId: info.workflowId,
+    runId: info.runId,
+    vmId,
+    hostId,
+    detail,
+  });
+}
+
+/** Runs input validation; a rejected input ends the stage as `failed` before any side effect. */
+export function validated<T>(tracker: ProgressTracker, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    tracker.stage('failed');
+    throw err;
+  }
+}

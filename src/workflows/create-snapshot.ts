@@ -1,0 +1,94 @@
+// createSnapshot: a new leaf volume per disk; live, one atomic external disk-only snapshot of all disks.
+import { uuid4 } from '@temporalio/workflow';
+import type { VolumeRef } from '../activities/contracts';
+import { CreateSnapshotInput } from '../schemas/inputs';
+import type { CreateSnapshotResult } from '../schemas/results';
+import { hostActivities, storage } from './activities';
+import { audit, locateHost, validated } from './common';
+import { fail, failureType, parseInput } from './failures';
+import { ProgressTracker } from './progress';
+
+export type { CreateSnapshotResult };
+
+export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSnapshotResult> {
+  const tracker = new ProgressTracker('createSnapshot');
+  const input = validated(tracker, () => parseInput(CreateSnapshotInput, raw));
+  // uuid4() is deterministic in a workflow: a replay or a retried activity reuses the same ids.
+  const snapshotId = input.snapshotId ?? uuid4();
+  tracker.vm(input.vmId);
+  tracker.stage('inspecting');
+  const located = await locateHost(input.vmId, input.hostId);
+  const host = hostActivities(located.hostId);
+  const vm = await host.short.describeVm({ vmId: input.vmId });
+  const mode = vm.state === 'running' || vm.state === 'paused' ? 'live' : 'cold';
+  tracker.host(located.hostId, mode);
+  const foreign = vm.disks.filter((d) => !d.volume);
+  if (foreign.length > 0 || vm.disks.length === 0)
+    fail(
+      'InvalidRequest',
+      `VM ${input.vmId} has disks outside any storage domain: ${foreign.map((d) => d.path).join(', ')}`,
+    );
+
+  const planned = vm.disks.map((d) => ({
+    target: d.target,
+    frozen: d.volume!,
+    leaf: { ...d.volume!, volumeId: uuid4() },
+  }));
+  const created: VolumeRef[] = [];
+  await audit('started', input.vmId, located.hostId, { snapshotId, mode });
+  try {
+    for (const p of planned) {
+      // The frozen leaf gets the snapshot id only after the new leaf is in use.
+      const { storageDomainId, imageId, volumeId } = p.frozen;
+      const chain = await storage.readChain({ storageDomainId, imageId, leafVolumeId: volumeId });
+      if (chain.some((v) => v.snapshotId === snapshotId && v.volumeId !== p.frozen.volumeId))
+        fail('InvalidRequest', `snapshot ${snapshotId} already exists on image ${p.frozen.imageId}`);
+    }
+    tracker.stage('starting');
+    const leaves = [];
+    for (const p of planned) {
+      const v = await storage.createVolume({
+        ...p.leaf,
+        parentId: p.frozen.volumeId,
+        description: input.description ?? `leaf after snapshot ${snapshotId}`,
+      });
+      created.push(p.leaf);
+      leaves.push({ target: p.target, newLeafPath: v.path, newLeafFormat: v.format });
+    }
+    tracker.stage('pivoting');
+    if (mode === 'live') await host.short.snapshotDisks({ vmId: input.vmId, disks: leaves });
+    else
+      await host.short.setDiskSources({
+        vmId: input.vmId,
+        disks: leaves.map((l) => ({ target: l.target, path: l.newLeafPath, format: l.newLeafFormat })),
+      });
+  } catch (err) {
+    // Nothing uses the new leaves: remove them, the VM keeps its chain.
+    for (const v of created) await storage.discardVolumes({ ...v, volumeIds: [v.volumeId] });
+    tracker.stage('failed');
+    await audit('failed', input.vmId, located.hostId, {
+      snapshotId,
+      failureType: failureType(err) ?? 'Unknown',
+      message: err instanceof Error ? err.message : String(err),
+    });
+    throw err;
+  }
+  tracker.stage('recording');
+  for (const p of planned) await storage.setSnapshotId({ ...p.frozen, snapshotId });
+  tracker.stage('done');
+  const result: CreateSnapshotResult = {
+    vmId: input.vmId,
+    snapshotId,
+    hostId: located.hostId,
+    mode,
+    disks: planned.map((p) => ({
+      target: p.target,
+      storageDomainId: p.frozen.storageDomainId,
+      imageId: p.frozen.imageId,
+      frozenVolumeId: p.frozen.volumeId,
+      leafVolumeId: p.leaf.volumeId,
+    })),
+  };
+  await audit('completed', input.vmId, located.hostId, { ...result });
+  return result;
+}

@@ -1,0 +1,6 @@
+// Every workflow type registered on `livemerge-engine` (DESIGN.md "Operations").
+export { createSnapshot } from './create-snapshot';
+export { mergeDisk } from './merge-disk';
+export { reconcile } from './reconcile';
+export { removeSnapshot } from './remove-snapshot';
+export { listHostVms } from './smoke';

@@ -1,0 +1,86 @@
+// The `progress` query, the UI's current details and the Livemerge* search attributes, kept in step.
+import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
+import { defineQuery, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { Progress, Stage } from '../schemas/progress';
+
+export const progressQuery = defineQuery<Progress>('progress');
+
+export const VM_ID_KEY = defineSearchAttributeKey('LivemergeVmId', SearchAttributeType.KEYWORD);
+export const HOST_ID_KEY = defineSearchAttributeKey('LivemergeHostId', SearchAttributeType.KEYWORD);
+export const STAGE_KEY = defineSearchAttributeKey('LivemergeStage', SearchAttributeType.KEYWORD);
+
+export function initialProgress(): Progress {
+  return {
+    stage: 'validating',
+    mode: null,
+    hostId: null,
+    cur: 0,
+    end: 0,
+    bytesPerSecond: null,
+    etaSeconds: null,
+    removedVolumeIds: [],
+  };
+}
+
+export class ProgressTracker {
+  readonly state: Progress = initialProgress();
+  private stageStartedAt = Date.now();
+
+  constructor(
+    private readonly title: string,
+    private readonly onStage?: (p: Progress) => void,
+    register = true,
+  ) {
+    if (register) setHandler(progressQuery, () => this.state);
+    this.publish();
+  }
+
+  vm(vmId: string): void {
+    upsertSearchAttributes([{ key: VM_ID_KEY, value: vmId }]);
+  }
+
+  host(hostId: string, mode?: 'live' | 'cold'): void {
+    this.state.hostId = hostId;
+    if (mode) this.state.mode = mode;
+    upsertSearchAttributes([{ key: HOST_ID_KEY, value: hostId }]);
+    this.publish();
+  }
+
+  stage(stage: Stage): void {
+    if (this.state.stage === stage) return;
+    this.state.stage = stage;
+    this.stageStartedAt = Date.now();
+    upsertSearchAttributes([{ key: STAGE_KEY, value: stage }]);
+    this.publish();
+    this.onStage?.(this.state);
+  }
+
+  /** Copy progress as of the latest activity result (live bytes are in the wait activity's heartbeats). */
+  bytes(cur: number, end: number): void {
+    const elapsed = (Date.now() - this.stageStartedAt) / 1000;
+    this.state.cur = cur;
+    this.state.end = end;
+    this.state.bytesPerSecond = elapsed > 0 ? Math.round(cur / elapsed) : null;
+    this.state.etaSeconds =
+      this.state.bytesPerSecond && this.state.bytesPerSecond > 0
+        ? Math.max(0, Math.round((end - cur) / this.state.bytesPerSecond))
+        : null;
+    this.publish();
+  }
+
+  removed(volumeIds: string[]): void {
+    this.state.removedVolumeIds = volumeIds;
+    this.publish();
+  }
+
+  private publish(): void {
+    const s = this.state;
+    const pct = s.end > 0 ? ` ${Math.floor((100 * s.cur) / s.end)}%` : '';
+    setCurrentDetails(
+      `**${this.title}** — stage \`${s.stage}\`${pct}` +
+        (s.mode ? `, ${s.mode}` : '') +
+        (s.hostId ? ` on host \`${s.hostId}\`` : '') +
+        (s.removedVolumeIds.length ? `; removed: ${s.removedVolumeIds.join(', ')}` : ''),
+    );
+  }
+}

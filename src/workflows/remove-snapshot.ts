@@ -1,0 +1,127 @@
+// removeSnapshot: one mergeDisk child per disk that holds the snapshot, all in parallel.
+import { ParentClosePolicy, setHandler, startChild } from '@temporalio/workflow';
+import type { VolumeInfo } from '../activities/contracts';
+import { RemoveSnapshotInput } from '../schemas/inputs';
+import type { Progress, RemoveSnapshotProgress, Stage } from '../schemas/progress';
+import { FailureType, Stage as StageEnum } from '../schemas/progress';
+import type { RemoveSnapshotResult } from '../schemas/results';
+import { hostActivities, storage } from './activities';
+import { audit, locateHost, validated } from './common';
+import { fail, failureType, parseInput } from './failures';
+import { mergeDisk } from './merge-disk';
+import { ProgressTracker, initialProgress, progressQuery } from './progress';
+import { diskProgressSignal } from './signals';
+
+export type { RemoveSnapshotResult };
+
+type DiskProgress = RemoveSnapshotProgress['disks'][number];
+
+export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSnapshotResult> {
+  const tracker = new ProgressTracker('removeSnapshot', undefined, false);
+  const disks: DiskProgress[] = [];
+  setHandler(progressQuery, () => aggregate(tracker.state, disks));
+  setHandler(diskProgressSignal, ({ imageId, target, progress }) => {
+    const d = disks.find((x) => x.imageId === imageId);
+    if (d) Object.assign(d, progress, { imageId, target: target || d.target });
+  });
+
+  const input = validated(tracker, () => parseInput(RemoveSnapshotInput, raw));
+  tracker.vm(input.vmId);
+  tracker.stage('inspecting');
+  const located = await locateHost(input.vmId, input.hostId);
+  tracker.host(located.hostId);
+  const vm = await hostActivities(located.hostId).short.describeVm({ vmId: input.vmId });
+
+  // For each disk in a storage domain: the volume frozen by the snapshot and its child.
+  const merges: Array<{ target: string; chain: VolumeInfo[]; base: VolumeInfo; top: VolumeInfo }> = [];
+  for (const disk of vm.disks) {
+    if (!disk.volume) continue;
+    const { storageDomainId, imageId, volumeId } = disk.volume;
+    const chain = await storage.readChain({ storageDomainId, imageId, leafVolumeId: volumeId });
+    const base = chain.find((v) => v.snapshotId === input.snapshotId);
+    if (!base) continue;
+    const top = chain.find((v) => v.parentId === base.volumeId);
+    if (!top) fail('ChainMismatch', `volume ${base.volumeId} of snapshot ${input.snapshotId} has no child`);
+    merges.push({ target: disk.target, chain, base, top });
+  }
+  if (merges.length === 0)
+    fail('SnapshotNotFound', `no disk of VM ${input.vmId} has a volume of snapshot ${input.snapshotId}`);
+
+  for (const m of merges) disks.push({ ...initialProgress(), imageId: m.base.imageId, target: m.target });
+  await audit('started', input.vmId, located.hostId, { input, disks: merges.map((m) => m.target) });
+
+  const outcomes = await Promise.allSettled(
+    merges.map(async (m) => {
+      const child = await startChild(mergeDisk, {
+        workflowId: `merge-disk:${input.vmId}:${m.base.imageId}`,
+        // A merge already running on this disk makes the start fail (child ids never attach): its
+        // request may differ from ours.
+        parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        args: [
+          {
+            vmId: input.vmId,
+            storageDomainId: m.base.storageDomainId,
+            imageId: m.base.imageId,
+            baseVolumeId: m.base.volumeId,
+            topVolumeId: m.top.volumeId,
+            direction: input.direction,
+            hostId: located.hostId,
+            ...(input.bandwidthBytesPerSec ? { bandwidthBytesPerSec: input.bandwidthBytesPerSec } : {}),
+          },
+        ],
+      });
+      return await child.result();
+    }),
+  );
+
+  const removed = outcomes.flatMap((o) => (o.status === 'fulfilled' ? o.value.removedVolumeIds : []));
+  tracker.removed(removed);
+  const result: RemoveSnapshotResult = {
+    vmId: input.vmId,
+    snapshotId: input.snapshotId,
+    removedVolumeIds: removed,
+    disks: merges.map((m, i) => {
+      const o = outcomes[i]!;
+      return o.status === 'fulfilled'
+        ? { target: m.target, imageId: m.base.imageId, status: 'merged' as const }
+        : {
+            target: m.target,
+            imageId: m.base.imageId,
+            status: 'failed' as const,
+            failureType: failureType(o.reason) ?? 'Unknown',
+            message: o.reason instanceof Error ? o.reason.message : String(o.reason),
+          };
+    }),
+  };
+  const failed = result.disks.filter((d) => d.status === 'failed');
+  if (failed.length > 0) {
+    tracker.stage('failed');
+    await audit('failed', input.vmId, located.hostId, { ...result });
+    // One disk's cause names the failure when it is the only one (e.g. VmCrashed); the snapshot stays
+    // with the disks that are not merged.
+    const types = [...new Set(failed.map((d) => d.failureType))];
+    const single = types.length === 1 ? FailureType.safeParse(types[0]) : undefined;
+    fail(
+      single?.success ? single.data : 'PartialFailure',
+      `snapshot ${input.snapshotId}: ${failed.length} of ${result.disks.length} disk(s) not merged: ` +
+        failed.map((d) => `${d.target} (${d.failureType}: ${d.message})`).join('; '),
+      result,
+    );
+  }
+  tracker.stage('done');
+  await audit('completed', input.vmId, located.hostId, { ...result });
+  return result;
+}
+
+const ORDER = StageEnum.options;
+function aggregate(own: Progress, disks: DiskProgress[]): RemoveSnapshotProgress {
+  if (disks.length === 0 || ['done', 'failed', 'cancelled'].includes(own.stage)) return { ...own, disks };
+  // The least advanced disk speaks for the whole snapshot.
+  const least = disks.reduce((a, b) => (rank(b.stage) < rank(a.stage) ? b : a));
+  const cur = disks.reduce((s, d) => s + d.cur, 0);
+  const end = disks.reduce((s, d) => s + d.end, 0);
+  return { ...own, stage: least.stage, mode: least.mode, cur, end, disks };
+}
+function rank(s: Stage): number {
+  return ORDER.indexOf(s);
+}

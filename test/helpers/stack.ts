@@ -1,0 +1,102 @@
+// A whole livemerge stack for one test file: a storage domain in a temp dir, the engine worker and a host
+// agent with the storage role, all on the run's real Temporal dev server and the real libvirtd.
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Worker } from '@temporalio/worker';
+import { afterAll } from 'vitest';
+import { createEngineActivities } from '../../src/activities/engine';
+import { AuditLog } from '../../src/audit/audit-log';
+import { LibvirtConnection } from '../../src/libvirt';
+import { StorageDomain } from '../../src/storage/storage-domain';
+import type { VolumeInfo } from '../../src/storage/storage-domain';
+import { createEngineWorker } from '../../src/workers/engine';
+import { createHostWorkers } from '../../src/workers/host';
+import type { TemporalHarness } from './temporal';
+import { NAMESPACE, runWorkers, temporal, workflowBundle } from './temporal';
+import type { TestVm } from './vm-fixture';
+import { createTestVm } from './vm-fixture';
+
+export interface Stack extends TemporalHarness {
+  hostId: string;
+  storageRoot: string;
+  sd: StorageDomain;
+  auditLog: AuditLog;
+  conn: LibvirtConnection;
+  workers: { stop: () => Promise<void> };
+}
+
+export interface StackOptions {
+  /** Start the host agent (default true); tests of absent agents start none. */
+  hostAgent?: boolean;
+}
+
+let stack: Promise<Stack> | undefined;
+
+/** The file's stack, started once; stopped, and its temp dir removed, when the file ends. */
+export function useStack(opts: StackOptions = {}): Promise<Stack> {
+  stack ??= (async () => {
+    const t = await temporal();
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-stack-'));
+    await fs.chmod(dir, 0o755);
+    const storageRoot = path.join(dir, 'storage');
+    const sd = await StorageDomain.create(storageRoot, randomUUID());
+    const auditLog = new AuditLog(path.join(dir, 'audit.jsonl'));
+    const conn = await LibvirtConnection.open();
+    const hostId = `test-${randomUUID().slice(0, 8)}`;
+    const workers: Worker[] = [
+      await createEngineWorker({
+        connection: t.nativeConnection,
+        namespace: NAMESPACE,
+        workflowBundle: await workflowBundle(),
+        activities: createEngineActivities({ auditLog, hosts: [hostId] }),
+      }),
+    ];
+    if (opts.hostAgent ?? true)
+      workers.push(
+        ...(await createHostWorkers({
+          connection: t.nativeConnection,
+          namespace: NAMESPACE,
+          hostId,
+          storageRoot,
+          storage: true,
+          libvirt: () => Promise.resolve(conn),
+        })),
+      );
+    const running = runWorkers(workers);
+    afterAll(async () => {
+      await running.stop();
+      await conn.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    });
+    return { ...t, hostId, storageRoot, sd, auditLog, conn, workers: running };
+  })();
+  return stack;
+}
+
+export interface VmDisk {
+  target: string;
+  imageId: string;
+  base: VolumeInfo;
+}
+
+/** A TCG VM whose disks are images of the stack's storage domain (removed when the test ends). */
+export async function createStackVm(
+  s: Stack,
+  opts: { disks?: number; format?: 'raw' | 'qcow2'; capacity?: number; start?: boolean } = {},
+): Promise<{ vm: TestVm; disks: VmDisk[] }> {
+  const disks: VmDisk[] = [];
+  for (let i = 0; i < (opts.disks ?? 1); i++) {
+    const base = await s.sd.createImage({
+      format: opts.format ?? 'qcow2',
+      capacity: opts.capacity ?? 64 << 20,
+    });
+    disks.push({ target: `vd${String.fromCharCode(97 + i)}`, imageId: base.imageId, base });
+  }
+  const vm = await createTestVm(s.conn, {
+    disks: disks.map((d) => ({ path: d.base.path, format: d.base.format })),
+    start: opts.start ?? true,
+  });
+  return { vm, disks };
+}

@@ -1,0 +1,47 @@
+// A merge's workflow history must not grow with its duration: waiting is one heartbeating activity,
+// progress goes into heartbeats, not into events.
+import { describe, expect, it } from 'vitest';
+import { writeThroughGuest } from '../helpers/data';
+import type { Stack } from '../helpers/stack';
+import { createStackVm, useStack } from '../helpers/stack';
+import { createSnapshot, startMergeDisk } from '../helpers/workflows';
+
+const MiB = 1 << 20;
+
+async function timedMerge(
+  s: Stack,
+  dataMiB: number,
+): Promise<{ seconds: number; events: number; types: string[] }> {
+  const { vm, disks } = await createStackVm(s, { disks: 1, capacity: 128 * MiB });
+  await createSnapshot(s, vm.uuid);
+  await writeThroughGuest(vm.domain, 0, { byte: 0x61, offset: 0, length: dataMiB * MiB });
+  const chain = await s.sd.readChain(disks[0]!.imageId);
+  const t0 = Date.now();
+  const handle = await startMergeDisk(s, {
+    vmId: vm.uuid,
+    storageDomainId: s.sd.id,
+    imageId: disks[0]!.imageId,
+    baseVolumeId: chain[0]!.volumeId,
+    topVolumeId: chain[1]!.volumeId,
+    bandwidthBytesPerSec: 1 * MiB,
+  });
+  await handle.result();
+  const seconds = (Date.now() - t0) / 1000;
+  const events = (await handle.fetchHistory()).events ?? [];
+  return { seconds, events: events.length, types: events.map((e) => String(e.eventType)) };
+}
+
+describe('workflow history size', () => {
+  it(
+    'is the same for a 1 s and a 60 s merge (bandwidth-limited active commits)',
+    { timeout: 240_000 },
+    async () => {
+      const s = await useStack();
+      const [short, long] = await Promise.all([timedMerge(s, 1), timedMerge(s, 60)]);
+      expect(short.seconds).toBeLessThan(10);
+      expect(long.seconds).toBeGreaterThan(55);
+      expect(long.events).toBe(short.events);
+      expect(long.types).toEqual(short.types);
+    },
+  );
+});
