@@ -30,6 +30,8 @@ export interface Stack extends TemporalHarness {
 export interface StackOptions {
   /** Start the host agent (default true); tests of absent agents start none. */
   hostAgent?: boolean;
+  /** More configured hosts (LIVEMERGE_HOSTS) the engine asks, whose agents never answer. */
+  extraHosts?: string[];
 }
 
 let stack: Promise<Stack> | undefined;
@@ -50,7 +52,7 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
         connection: t.nativeConnection,
         namespace: NAMESPACE,
         workflowBundle: await workflowBundle(),
-        activities: createEngineActivities({ auditLog, hosts: [hostId] }),
+        activities: createEngineActivities({ auditLog, hosts: [...(opts.extraHosts ?? []), hostId] }),
       }),
     ];
     if (opts.hostAgent ?? true)

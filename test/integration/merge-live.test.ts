@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
+import { HOST_ID_KEY, STAGE_KEY, VM_ID_KEY } from '../../src/workflows/progress';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createTempDir } from '../helpers/vm-fixture';
@@ -66,6 +67,16 @@ describe('live backward merge', () => {
     for (const p of [D[0]!, D[1]!, { ...C, offset: 6 << 16, length: 2 << 16 }])
       expect(await hasPattern(final[1]!.path, 'qcow2', p)).toBe(true);
     expect(await hasPattern(final[1]!.path, 'qcow2', { byte: 0x41, offset: 0, length: 1 << 16 })).toBe(false);
+
+    // Visibility: search attributes and the UI's current details of the finished merge.
+    const merge = s.client.workflow.getHandle(`merge-disk:${vm.uuid}:${image.imageId}`);
+    const attrs = (await merge.describe()).typedSearchAttributes;
+    expect(attrs.get(VM_ID_KEY)).toBe(vm.uuid);
+    expect(attrs.get(HOST_ID_KEY)).toBe(s.hostId);
+    expect(attrs.get(STAGE_KEY)).toBe('done');
+    const meta = await merge.query<{ currentDetails?: string }>('__temporal_workflow_metadata');
+    expect(meta.currentDetails).toMatch(/stage `done`.*live on host/);
+    expect(await merge.query('progress')).toMatchObject({ stage: 'done', mode: 'live', hostId: s.hostId });
 
     const audit = await s.auditLog.read({ vmId: vm.uuid });
     expect(audit.filter((e) => e.workflowType === 'mergeDisk').map((e) => e.outcome)).toEqual([
