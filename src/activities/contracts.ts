@@ -155,7 +155,7 @@ export interface StorageActivities {
     volumeIds: string[];
   }): Promise<{ deleted: string[]; alreadyGone: string[] }>;
   /** Cold merge of a shut-off VM's image (qemu-img), heartbeating. */
-  coldMerge(input: MergePlanInput & { plan: MergePlan }): Promise<void>;
+  coldMerge(input: MergePlanInput & { plan: MergePlan; bandwidthBytesPerSec?: number }): Promise<void>;
   /** Removes volumes a failed createSnapshot made and never used. */
   discardVolumes(input: { storageDomainId: string; imageId: string; volumeIds: string[] }): Promise<void>;
   reconcileScan(input: { storageDomainId: string }): Promise<{

@@ -1,18 +1,29 @@
 // Shut-off VMs: snapshots rewrite the persistent definition; merges run with qemu-img on the storage role.
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import { qcow2Chain } from '../../src/inspect/qcow2-chain';
+import { LibvirtError } from '../../src/libvirt';
 import { dumpGuestView, exists, hasPattern, sameContent } from '../helpers/data';
 import { dirtyMaps, stopAllNbdServers, uncovered } from '../helpers/qemu';
 import { createStackVm, useStack } from '../helpers/stack';
-import { createTempDir } from '../helpers/vm-fixture';
-import { createSnapshot, removeSnapshot } from '../helpers/workflows';
+import { createTempDir, pollUntil } from '../helpers/vm-fixture';
+import { createSnapshot, removeSnapshot, startMergeDisk, waitForProgress } from '../helpers/workflows';
 
 const exec = promisify(execFile);
 const KiB = 1024;
+
+async function qemuImgCommitRunsOn(file: string): Promise<boolean> {
+  for (const pid of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.startsWith('qemu-img\0commit') && cmd.includes(file)) return true;
+  }
+  return false;
+}
 
 async function writeOffline(
   file: string,
@@ -87,6 +98,36 @@ describe('cold merges (VM shut off)', () => {
     expect(await hasPattern(base.path, 'qcow2', { byte: 0x43, offset: 320 * KiB, length: 256 * KiB })).toBe(
       true,
     );
+  });
+
+  it("qemu-img's image locks keep the VM from starting during a cold merge", async () => {
+    const s = await useStack();
+    const { vm, disks } = await createStackVm(s, { disks: 1, capacity: 64 << 20, start: false });
+    const snap = await createSnapshot(s, vm.uuid);
+    const chain = await s.sd.readChain(disks[0]!.imageId);
+    await writeOffline(chain[1]!.path, 'qcow2', { byte: 0x55, offset: 0, length: 8 << 20 });
+    // 8 MiB at 1 MiB/s: the commit holds the images for about 8 s.
+    const handle = await startMergeDisk(s, {
+      vmId: vm.uuid,
+      storageDomainId: s.sd.id,
+      imageId: disks[0]!.imageId,
+      baseVolumeId: chain[0]!.volumeId,
+      topVolumeId: chain[1]!.volumeId,
+      bandwidthBytesPerSec: 1 << 20,
+    });
+    await waitForProgress(handle, (p) => p.stage === 'copying' && p.mode === 'cold');
+    await pollUntil(() => qemuImgCommitRunsOn(chain[1]!.path), 30_000, 'qemu-img commit to run');
+    const refused = await vm.domain.create().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(LibvirtError);
+    expect((refused as LibvirtError).message).toMatch(/lock/i);
+    await handle.result();
+    expect((await s.sd.readChain(disks[0]!.imageId)).map((v) => v.volumeId)).toEqual([chain[0]!.volumeId]);
+    await vm.domain.create();
+    expect(await hasPattern(chain[0]!.path, 'qcow2', { byte: 0x55, offset: 0, length: 8 << 20 })).toBe(true);
+    expect(snap.mode).toBe('cold');
   });
 
   it('forward: pulls the snapshot volume into the leaf (safe rebase)', async () => {

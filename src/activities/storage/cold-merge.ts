@@ -12,7 +12,15 @@ import { openDomain } from './deps';
  * starting meanwhile, and a VM that started first makes it fail with ImageInUse, nothing changed.
  */
 export function makeColdMerge(deps: StorageActivityDeps): StorageActivities['coldMerge'] {
-  return async ({ storageDomainId, imageId, direction, plan, baseVolumeId, topVolumeId }) => {
+  return async ({
+    storageDomainId,
+    imageId,
+    direction,
+    plan,
+    baseVolumeId,
+    topVolumeId,
+    bandwidthBytesPerSec,
+  }) => {
     const ctx = Context.current();
     const sd = await openDomain(deps, storageDomainId);
     const ids = plan.chain.map((v) => v.volumeId);
@@ -21,6 +29,7 @@ export function makeColdMerge(deps: StorageActivityDeps): StorageActivities['col
       chain: plan.chain.map((v) => ({ file: v.volumeId, format: v.format })),
       baseIndex: ids.indexOf(baseVolumeId),
       topIndex: ids.indexOf(topVolumeId),
+      ...(bandwidthBytesPerSec ? { rateLimitBytesPerSec: bandwidthBytesPerSec } : {}),
     };
     const beat = setInterval(() => ctx.heartbeat(), 1000);
     try {

@@ -19,6 +19,8 @@ export interface ColdMergeRequest {
   readonly chain: readonly ChainVolume[];
   readonly baseIndex: number;
   readonly topIndex: number;
+  /** Copy rate limit of the commit in bytes per second (qemu-img commit -r); rebase has none. */
+  readonly rateLimitBytesPerSec?: number;
 }
 
 // A plain file name: no directory part, no qemu protocol prefix ("nbd:", "json:{...}"), no
@@ -35,6 +37,11 @@ export function validateRequest(req: ColdMergeRequest): void {
   if (!Array.isArray(rawChain)) bad('chain must be an array');
   const chain: readonly ChainVolume[] = req.chain;
   const { baseIndex, topIndex } = req;
+  if (
+    req.rateLimitBytesPerSec !== undefined &&
+    !(Number.isSafeInteger(req.rateLimitBytesPerSec) && req.rateLimitBytesPerSec > 0)
+  )
+    bad(`rateLimitBytesPerSec must be a positive integer: ${req.rateLimitBytesPerSec}`);
   if (chain.length < 2) bad('chain must list at least two volumes');
   if (!Number.isInteger(baseIndex) || !Number.isInteger(topIndex)) bad('baseIndex/topIndex must be integers');
   if (baseIndex < 0 || topIndex >= chain.length || baseIndex >= topIndex) {

@@ -82,6 +82,7 @@ export async function commitData(req: ColdCommitRequest, opts: QemuRunOptions = 
     '-b',
     volPath(req, req.baseIndex),
     '-d',
+    ...(req.rateLimitBytesPerSec ? ['-r', String(req.rateLimitBytesPerSec)] : []),
     volPath(req, req.topIndex),
   ];
   await runQemuImg(args, opts);
