@@ -1,12 +1,14 @@
 // A whole livemerge stack for one test file: a storage domain in a temp dir, the engine worker and a host
 // agent with the storage role, all on the run's real Temporal dev server and the real libvirtd.
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Worker } from '@temporalio/worker';
-import { afterAll } from 'vitest';
+import { promisify } from 'node:util';
 import { createEngineActivities } from '../../src/activities/engine';
+import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { AuditLog } from '../../src/audit/audit-log';
 import { LibvirtConnection } from '../../src/libvirt';
 import { StorageDomain } from '../../src/storage/storage-domain';
@@ -14,9 +16,11 @@ import type { VolumeInfo } from '../../src/storage/storage-domain';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorkers } from '../../src/workers/host';
 import type { TemporalHarness } from './temporal';
-import { NAMESPACE, runWorkers, temporal, workflowBundle } from './temporal';
+import { NAMESPACE, atFileEnd, runWorkers, temporal, workflowBundle } from './temporal';
 import type { TestVm } from './vm-fixture';
 import { createTestVm } from './vm-fixture';
+
+const exec = promisify(execFile);
 
 export interface Stack extends TemporalHarness {
   hostId: string;
@@ -41,11 +45,13 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
   stack ??= (async () => {
     const t = await temporal();
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-stack-'));
+    atFileEnd(() => fs.rm(dir, { recursive: true, force: true }));
     await fs.chmod(dir, 0o755);
     const storageRoot = path.join(dir, 'storage');
     const sd = await StorageDomain.create(storageRoot, randomUUID());
     const auditLog = new AuditLog(path.join(dir, 'audit.jsonl'));
     const conn = await LibvirtConnection.open();
+    atFileEnd(() => conn.close());
     const hostId = `test-${randomUUID().slice(0, 8)}`;
     const workers: Worker[] = [
       await createEngineWorker({
@@ -67,14 +73,45 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
         })),
       );
     const running = runWorkers(workers);
-    afterAll(async () => {
+    atFileEnd(async () => {
+      if (process.env.LIVEMERGE_RECORD_HISTORIES)
+        await recordHistories(t, process.env.LIVEMERGE_RECORD_HISTORIES);
       await running.stop();
-      await conn.close();
-      await fs.rm(dir, { recursive: true, force: true });
     });
     return { ...t, hostId, storageRoot, sd, auditLog, conn, workers: running };
   })();
   return stack;
+}
+
+/**
+ * Saves every closed workflow's history of this file's namespace (LIVEMERGE_RECORD_HISTORIES=<dir>):
+ * how test/fixtures/histories is made for the replay test.
+ */
+async function recordHistories(t: TemporalHarness, dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  for await (const wf of t.client.workflow.list({ query: 'ExecutionStatus != "Running"' })) {
+    // The CLI's JSON export is the format Worker.runReplayHistories documents.
+    const { stdout } = await exec(
+      temporalCliPath(),
+      [
+        'workflow',
+        'show',
+        '--output',
+        'json',
+        '--address',
+        t.address,
+        '--namespace',
+        NAMESPACE,
+        '--workflow-id',
+        wf.workflowId,
+        '--run-id',
+        wf.runId,
+      ],
+      { maxBuffer: 64 << 20 },
+    );
+    const name = `${wf.type}-${wf.status.name.toLowerCase()}-${wf.runId.slice(-12)}.json`;
+    await fs.writeFile(path.join(dir, name), stdout);
+  }
 }
 
 export interface VmDisk {

@@ -18,6 +18,20 @@ export interface TemporalHarness {
 
 let harness: Promise<TemporalHarness> | undefined;
 
+// Hooks registered inside a test body never run: these file-level ones are registered when a test file
+// imports this module (during collection) and release whatever the file's tests started, last first.
+const closers: Array<() => Promise<void>> = [];
+afterAll(async () => {
+  const errors: unknown[] = [];
+  for (const close of closers.splice(0).reverse()) await close().catch((e: unknown) => errors.push(e));
+  if (errors.length > 0) throw new AggregateError(errors, 'cleanup at the end of the test file failed');
+});
+
+/** Runs `fn` when the test file ends (pass or fail), after everything registered later. */
+export function atFileEnd(fn: () => Promise<void>): void {
+  closers.push(fn);
+}
+
 // Worker state changes and expected workflow failures (logged as warnings) would drown the report.
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 
@@ -26,7 +40,7 @@ export function temporal(): Promise<TemporalHarness> {
     const address = inject('temporalAddress');
     const connection = await Connection.connect({ address });
     const nativeConnection = await NativeConnection.connect({ address });
-    afterAll(async () => {
+    closers.push(async () => {
       await nativeConnection.close();
       await connection.close();
     });
@@ -60,7 +74,7 @@ export function runWorkers(workers: Worker[]): { stop: () => Promise<void> } {
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
     await Promise.all(runs);
   };
-  afterAll(stop);
+  atFileEnd(stop);
   return { stop };
 }
 
