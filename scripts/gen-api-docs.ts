@@ -73,6 +73,9 @@ const FAILURES: Record<FailureType, string> = {
   MergeJobFailed:
     'The libvirt block job failed (or vanished before the pivot). The VM still uses its old chain, which is ' +
     'valid; nothing was deleted.',
+  ImageInUse:
+    'A cold merge found the image locked by another QEMU process (the VM was started meanwhile). qemu-img ' +
+    'changed nothing; run the merge again (live, now that the VM runs).',
   DeletionRefused:
     'The deletion guard refused to delete a merged volume (it is still in a live or persistent chain of a ' +
     'domain, or a LEGAL volume names it as parent). The data is merged and the volume marked ILLEGAL; ' +
@@ -83,7 +86,7 @@ const FAILURES: Record<FailureType, string> = {
   SnapshotNotFound: 'No disk of the VM has a volume of this `snapshotId`. Nothing changed.',
   PartialFailure:
     'Disks of the snapshot could not be merged, and not all for the same known cause (different causes, or an ' +
-    'unexpected one such as a mergeDisk already running on the disk). The snapshot stays with the disks that ' +
+    'unexpected one). The snapshot stays with the disks that ' +
     'are not merged; the failure’s `details[0]` is the RemoveSnapshotResult listing each disk ' +
     '(`status`, `failureType`, `message`). Run removeSnapshot again once the causes are fixed.',
 };

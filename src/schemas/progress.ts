@@ -45,6 +45,7 @@ export const FailureType = z.enum([
   'SharedBase',
   'MergeInProgress',
   'MergeJobFailed',
+  'ImageInUse',
   'DeletionRefused',
   'Cancelled',
   'SnapshotNotFound',

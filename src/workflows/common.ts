@@ -18,13 +18,15 @@ export async function locateHost(vmId: string, hostId?: string): Promise<LocateV
         .catch((): LocateVmResult => ({ found: false, hostId: h, vmId }))
         .then((a) => {
           answers.push(a);
-          if ((a.found && (a.state === 'running' || a.state === 'paused')) || answers.length === hosts.length) resolve();
+          if ((a.found && (a.state === 'running' || a.state === 'paused')) || answers.length === hosts.length)
+            resolve();
         })
         .catch(() => undefined);
     if (hosts.length === 0) resolve();
   });
   const found = answers.filter((a) => a.found);
-  if (found.length === 0) fail('VmNotFound', `VM ${vmId} is not defined on any of the hosts ${hosts.join(', ')}`);
+  if (found.length === 0)
+    fail('VmNotFound', `VM ${vmId} is not defined on any of the hosts ${hosts.join(', ')}`);
   return found.find((a) => a.state === 'running' || a.state === 'paused') ?? found[0]!;
 }
 

@@ -1,5 +1,5 @@
 // createSnapshot: a new leaf volume per disk; live, one atomic external disk-only snapshot of all disks.
-import { uuid4 } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, uuid4 } from '@temporalio/workflow';
 import type { VolumeRef } from '../activities/contracts';
 import { CreateSnapshotInput } from '../schemas/inputs';
 import type { CreateSnapshotResult } from '../schemas/results';
@@ -63,13 +63,17 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
         disks: leaves.map((l) => ({ target: l.target, path: l.newLeafPath, format: l.newLeafFormat })),
       });
   } catch (err) {
-    // Nothing uses the new leaves: remove them, the VM keeps its chain.
-    for (const v of created) await storage.discardVolumes({ ...v, volumeIds: [v.volumeId] });
-    tracker.stage('failed');
-    await audit('failed', input.vmId, located.hostId, {
-      snapshotId,
-      failureType: failureType(err) ?? 'Unknown',
-      message: err instanceof Error ? err.message : String(err),
+    await CancellationScope.nonCancellable(async () => {
+      // Nothing uses the new leaves: remove them, the VM keeps its chain. (After a cancel, the snapshot
+      // may have been taken: discarding is guarded and refuses leaves that are in use.)
+      for (const v of created) await storage.discardVolumes({ ...v, volumeIds: [v.volumeId] });
+      const cancelled = isCancellation(err);
+      tracker.stage(cancelled ? 'cancelled' : 'failed');
+      await audit(cancelled ? 'cancelled' : 'failed', input.vmId, located.hostId, {
+        snapshotId,
+        failureType: cancelled ? 'Cancelled' : (failureType(err) ?? 'Unknown'),
+        message: err instanceof Error ? err.message : String(err),
+      });
     });
     throw err;
   }

@@ -1,5 +1,12 @@
 // removeSnapshot: one mergeDisk child per disk that holds the snapshot, all in parallel.
-import { ParentClosePolicy, setHandler, startChild } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  CancelledFailure,
+  ParentClosePolicy,
+  isCancellation,
+  setHandler,
+  startChild,
+} from '@temporalio/workflow';
 import type { VolumeInfo } from '../activities/contracts';
 import { RemoveSnapshotInput } from '../schemas/inputs';
 import type { Progress, RemoveSnapshotProgress, Stage } from '../schemas/progress';
@@ -74,6 +81,20 @@ export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSn
     }),
   );
 
+  // What is merged is merged: the rest of the bookkeeping runs even when a cancel came in meanwhile.
+  return await CancellationScope.nonCancellable(() =>
+    conclude(input, located.hostId, merges, outcomes, tracker),
+  );
+}
+
+async function conclude(
+  input: ReturnType<typeof RemoveSnapshotInput.parse>,
+  hostId: string,
+  merges: Array<{ target: string; base: VolumeInfo }>,
+  outcomes: Array<PromiseSettledResult<{ removedVolumeIds: string[] }>>,
+  tracker: ProgressTracker,
+): Promise<RemoveSnapshotResult> {
+  const located = { hostId };
   const removed = outcomes.flatMap((o) => (o.status === 'fulfilled' ? o.value.removedVolumeIds : []));
   tracker.removed(removed);
   const result: RemoveSnapshotResult = {
@@ -88,12 +109,17 @@ export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSn
             target: m.target,
             imageId: m.base.imageId,
             status: 'failed' as const,
-            failureType: failureType(o.reason) ?? 'Unknown',
+            failureType: childFailureType(o.reason),
             message: o.reason instanceof Error ? o.reason.message : String(o.reason),
           };
     }),
   };
   const failed = result.disks.filter((d) => d.status === 'failed');
+  if (failed.some((d) => d.failureType === 'Cancelled')) {
+    tracker.stage('cancelled');
+    await audit('cancelled', input.vmId, located.hostId, { ...result });
+    throw new CancelledFailure(`removal of snapshot ${input.snapshotId} cancelled`, [result]);
+  }
   if (failed.length > 0) {
     tracker.stage('failed');
     await audit('failed', input.vmId, located.hostId, { ...result });
@@ -113,14 +139,23 @@ export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSn
   return result;
 }
 
+/** A disk's failure cause; a merge already running on the disk makes the child's start fail. */
+function childFailureType(reason: unknown): string {
+  if (isCancellation(reason)) return 'Cancelled';
+  if (reason instanceof Error && reason.name === 'WorkflowExecutionAlreadyStartedError')
+    return 'MergeInProgress';
+  return failureType(reason) ?? 'Unknown';
+}
+
 const ORDER = StageEnum.options;
 function aggregate(own: Progress, disks: DiskProgress[]): RemoveSnapshotProgress {
-  if (disks.length === 0 || ['done', 'failed', 'cancelled'].includes(own.stage)) return { ...own, disks };
-  // The least advanced disk speaks for the whole snapshot.
+  if (disks.length === 0) return { ...own, disks };
+  // The least advanced disk speaks for the whole snapshot until the snapshot's own outcome is known.
   const least = disks.reduce((a, b) => (rank(b.stage) < rank(a.stage) ? b : a));
   const cur = disks.reduce((s, d) => s + d.cur, 0);
   const end = disks.reduce((s, d) => s + d.end, 0);
-  return { ...own, stage: least.stage, mode: least.mode, cur, end, disks };
+  const finished = ['done', 'failed', 'cancelled'].includes(own.stage);
+  return { ...own, stage: finished ? own.stage : least.stage, mode: least.mode, cur, end, disks };
 }
 function rank(s: Stage): number {
   return ORDER.indexOf(s);

@@ -7,7 +7,14 @@ import { qcow2Chain } from '../../src/inspect/qcow2-chain';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createTempDir } from '../helpers/vm-fixture';
-import { createSnapshot, removeSnapshot, startMergeDisk, waitForProgress } from '../helpers/workflows';
+import {
+  createSnapshot,
+  failureTypeOf,
+  removeSnapshot,
+  startMergeDisk,
+  startRemoveSnapshot,
+  waitForProgress,
+} from '../helpers/workflows';
 
 const MiB = 1 << 20;
 
@@ -145,5 +152,60 @@ describe('merge kinds (live)', () => {
       'started',
       'cancelled',
     ]);
+  });
+});
+
+describe('removeSnapshot outcomes', () => {
+  it('a cancel during the copy ends CANCELLED, audited, with every disk chain as it was', async () => {
+    const s = await useStack();
+    const { vm, disks } = await createStackVm(s, { disks: 2, capacity: 128 * MiB });
+    const snap = await createSnapshot(s, vm.uuid);
+    for (const i of [0, 1])
+      await writeThroughGuest(vm.domain, i, { byte: 0x5a, offset: 0, length: 16 * MiB });
+    const before = await Promise.all(disks.map((d) => s.sd.readChain(d.imageId)));
+    const handle = await startRemoveSnapshot(s, {
+      vmId: vm.uuid,
+      snapshotId: snap.snapshotId,
+      bandwidthBytesPerSec: 1 * MiB,
+    });
+    await waitForProgress(handle, (p) => p.stage === 'copying');
+    await handle.cancel();
+    await handle.result().then(
+      () => undefined,
+      () => undefined,
+    );
+    expect((await handle.describe()).status.name).toBe('CANCELLED');
+    expect((await handle.query<{ stage: string }>('progress')).stage).toBe('cancelled');
+    const after = await Promise.all(disks.map((d) => s.sd.readChain(d.imageId)));
+    expect(after.map((c) => c.map((v) => [v.volumeId, v.legality]))).toEqual(
+      before.map((c) => c.map((v) => [v.volumeId, v.legality])),
+    );
+    const audit = await s.auditLog.read({ vmId: vm.uuid });
+    expect(audit.filter((e) => e.workflowType === 'removeSnapshot').map((e) => e.outcome)).toEqual([
+      'started',
+      'cancelled',
+    ]);
+  });
+
+  it('fails with MergeInProgress when a merge already runs on the disk', async () => {
+    const s = await useStack();
+    const { vm, disks } = await createStackVm(s, { disks: 1, capacity: 128 * MiB });
+    const s1 = await createSnapshot(s, vm.uuid);
+    await createSnapshot(s, vm.uuid);
+    await writeThroughGuest(vm.domain, 0, { byte: 0x5b, offset: 0, length: 16 * MiB });
+    const chain = await s.sd.readChain(disks[0]!.imageId);
+    const running = await startMergeDisk(s, {
+      vmId: vm.uuid,
+      storageDomainId: s.sd.id,
+      imageId: disks[0]!.imageId,
+      baseVolumeId: chain[1]!.volumeId,
+      topVolumeId: chain[2]!.volumeId,
+      bandwidthBytesPerSec: 1 * MiB,
+    });
+    await waitForProgress(running, (p) => p.stage === 'copying');
+    expect(await failureTypeOf(removeSnapshot(s, { vmId: vm.uuid, snapshotId: s1.snapshotId }))).toBe(
+      'MergeInProgress',
+    );
+    await running.cancel();
   });
 });
