@@ -122,7 +122,7 @@ describe('cold merges (VM shut off)', () => {
       (e: unknown) => e,
     );
     expect(refused).toBeInstanceOf(LibvirtError);
-    expect((refused as LibvirtError).message).toMatch(/lock/i);
+    expect((refused as LibvirtError).message, (refused as LibvirtError).message).toMatch(/lock/i);
     await handle.result();
     expect((await s.sd.readChain(disks[0]!.imageId)).map((v) => v.volumeId)).toEqual([chain[0]!.volumeId]);
     await vm.domain.create();

@@ -33,8 +33,15 @@ export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJ
     let end = 0;
     try {
       for (;;) {
+        // The fast path: libvirt's own READY/COMPLETED event ends the wait with no further round trip
+        // (a job that merely vanished still goes through the chain check below, and step 6 re-reads
+        // every chain before anything is deleted).
+        if (input.expect === 'ready' && lastEvent === BlockJobStatus.READY)
+          return { outcome: 'ready', cur: end, end };
+        if (input.expect === 'completed' && lastEvent === BlockJobStatus.COMPLETED)
+          return { outcome: 'completed', cur: end, end };
         const woken = new Promise<void>((r) => (wake = r));
-        const step = await withVm(conn, input.vmId, async (dom): Promise<WaitResult | undefined> => {
+        const polled = withVm(conn, input.vmId, async (dom): Promise<WaitResult | undefined> => {
           if (!isActive(await stateOf(dom))) return await afterStop(dom, input, cur, end);
           const info = await dom.blockJobInfo(input.diskTarget);
           if (!info) {
@@ -59,6 +66,12 @@ export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJ
           if (isNoDomainError(err)) return { outcome: 'vm-stopped' as const, cur, end };
           throw err;
         });
+        // An event pre-empts a poll still waiting for libvirt's answers (calls on a connection are serialized).
+        const step = await Promise.race([polled, woken.then(() => 'woken' as const)]);
+        if (step === 'woken') {
+          polled.catch(() => undefined);
+          continue;
+        }
         if (step) return step;
         await Promise.race([woken, ctx.sleep(pollMs), ctx.cancelled]);
       }

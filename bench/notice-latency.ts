@@ -1,0 +1,135 @@
+// How fast does a merge notice that QEMU finished a block job? For each iteration: a TCG VM with one
+// disk, two live snapshots, 8 MiB in each layer; removeSnapshot of the older one (intermediate commit,
+// COMPLETED) and then of the newer one (active commit, READY + pivot). The gap is measured from the
+// libvirt event, seen by this process on its own connection, to the moment the workflow scheduled its
+// next step (verifyMerged after COMPLETED, pivot after READY) in the workflow history. Jobs are throttled
+// to ~0.5 s so that they finish after the waiting activity subscribed, as any real merge does.
+//
+// Usage: npx livemerge dev up && npx tsx bench/notice-latency.ts [iterations=5]
+import { randomUUID } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
+import { testVmXml } from '../src/cli/vm-xml';
+import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
+import { loadConfig } from '../src/config';
+import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
+import type { BlockJobEvent } from '../src/libvirt';
+import { StorageDomain } from '../src/storage/storage-domain';
+
+const MiB = 1 << 20;
+
+function eventMs(e: temporal.api.history.v1.IHistoryEvent): number {
+  return Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
+}
+
+/** When the waiting activity completed, and when the workflow then scheduled `next`. */
+async function stepTimes(
+  client: Client,
+  workflowId: string,
+  next: string,
+): Promise<{ waited: number; scheduled: number }> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const scheduled = (name: string) =>
+    events.find((x) => x.activityTaskScheduledEventAttributes?.activityType?.name === name);
+  const wait = scheduled('waitForJob');
+  const waited = events.find(
+    (x) => x.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === wait?.eventId?.toString(),
+  );
+  const nextEvent = scheduled(next);
+  if (!waited || !nextEvent) throw new Error(`${workflowId}: no waitForJob completion or no ${next}`);
+  return { waited: eventMs(waited), scheduled: eventMs(nextEvent) };
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+async function main(): Promise<void> {
+  const iterations = Number(process.argv[2] ?? 5);
+  const config = loadConfig();
+  const connection = await Connection.connect({ address: config.temporalAddress });
+  const client = new Client({ connection, namespace: config.temporalNamespace });
+  const conn = await LibvirtConnection.open(config.libvirtUri);
+  const sd = await StorageDomain.create(config.storageRoot, randomUUID());
+  const events: Array<BlockJobEvent & { at: number }> = [];
+  conn.onBlockJob((e) => events.push({ ...e, at: Date.now() }));
+  const completedGap: number[] = [];
+  const readyGap: number[] = [];
+  const agentPart: number[] = [];
+  const enginePart: number[] = [];
+  const record = (gaps: number[], eventAt: number, t: { waited: number; scheduled: number }) => {
+    gaps.push(t.scheduled - eventAt);
+    agentPart.push(t.waited - eventAt);
+    enginePart.push(t.scheduled - t.waited);
+  };
+  const mergeSeconds: number[] = [];
+
+  for (let i = 0; i < iterations; i++) {
+    const base = await sd.createImage({ format: 'qcow2', capacity: 64 * MiB });
+    const dom = await conn.defineXml(testVmXml(`lm-bench-${randomUUID().slice(0, 8)}`, [base]));
+    try {
+      await dom.create();
+      const snapshot = async () => {
+        const snapshotId = randomUUID();
+        await client.workflow.execute('createSnapshot', {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: `create-snapshot:${dom.uuid}:${snapshotId}`,
+          args: [{ vmId: dom.uuid, snapshotId }],
+        });
+        await hmpQemuIo(dom, 'virtio-disk0', `write -P 0x${(0x41 + i).toString(16)} 0 8M`);
+        return snapshotId;
+      };
+      const remove = async (snapshotId: string) => {
+        const t0 = Date.now();
+        await client.workflow.execute('removeSnapshot', {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: `remove-snapshot:${dom.uuid}:${snapshotId}`,
+          // ~0.5 s per job: long enough that the job finishes after the wait began, as any real merge does
+          // (an 8 MiB job unthrottled is READY before the waiting activity is even scheduled).
+          args: [{ vmId: dom.uuid, snapshotId, bandwidthBytesPerSec: 16 * MiB }],
+        });
+        mergeSeconds.push((Date.now() - t0) / 1000);
+      };
+      const older = await snapshot();
+      const newer = await snapshot();
+      const mergeId = `merge-disk:${dom.uuid}:${base.imageId}`;
+
+      await remove(older);
+      const completed = events.filter(
+        (e) => e.domainUuid === dom.uuid && e.status === BlockJobStatus.COMPLETED,
+      );
+      record(
+        completedGap,
+        completed[completed.length - 1]!.at,
+        await stepTimes(client, mergeId, 'verifyMerged'),
+      );
+
+      await remove(newer);
+      const ready = events.filter((e) => e.domainUuid === dom.uuid && e.status === BlockJobStatus.READY);
+      record(readyGap, ready[ready.length - 1]!.at, await stepTimes(client, mergeId, 'pivot'));
+    } finally {
+      await dom.destroy().catch(() => undefined);
+      await dom.undefine(DomainUndefineFlags.SNAPSHOTS_METADATA).catch(() => undefined);
+      dom.free();
+    }
+  }
+  await conn.close();
+  await connection.close();
+
+  const row = (name: string, xs: number[], unit: string) =>
+    `| ${name} | ${xs.length} | ${percentile(xs, 50).toFixed(unit === 's' ? 2 : 0)} | ${percentile(xs, 95).toFixed(unit === 's' ? 2 : 0)} | ${Math.max(...xs).toFixed(unit === 's' ? 2 : 0)} | ${unit} |`;
+  console.log('| measure | n | p50 | p95 | max | unit |\n| --- | --- | --- | --- | --- | --- |');
+  console.log(row('COMPLETED event → verifyMerged scheduled (intermediate commit)', completedGap, 'ms'));
+  console.log(row('READY event → pivot scheduled (active commit)', readyGap, 'ms'));
+  console.log(row('… of which: event → waitForJob completed (host agent)', agentPart, 'ms'));
+  console.log(
+    row('… of which: waitForJob completed → next step scheduled (server + engine)', enginePart, 'ms'),
+  );
+  console.log(row('removeSnapshot wall time, 8 MiB layer (start → result)', mergeSeconds, 's'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
