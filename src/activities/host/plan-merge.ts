@@ -3,6 +3,7 @@ import { diskForImage, inspectImage } from '../../inspect/inspect-image';
 import { StorageDomain } from '../../storage/storage-domain';
 import type { HostActivities, MergePlan } from '../contracts';
 import { nonRetryable } from '../failures';
+import { toVolumeInfo } from '../volume-info';
 import type { HostActivityDeps } from './deps';
 import { isActive, stateOf, volumeRefFromPath, withVm } from './vm';
 
@@ -76,18 +77,7 @@ export function makePlanMerge(deps: HostActivityDeps): HostActivities['planMerge
       const plan: MergePlan = {
         mode: live ? 'live' : 'cold',
         diskTarget: disk.target,
-        chain: chain.map((v) => ({
-          storageDomainId: v.storageDomainId,
-          imageId: v.imageId,
-          volumeId: v.volumeId,
-          parentId: v.parentId,
-          format: v.format,
-          legality: v.legality,
-          snapshotId: v.snapshotId,
-          capacity: v.capacity,
-          description: v.description,
-          path: v.path,
-        })),
+        chain: chain.map(toVolumeInfo),
         removedVolumeIds: removed.map((v) => v.volumeId),
         childOfTopId: input.direction === 'backward' ? (chain[ti + 1]?.volumeId ?? null) : null,
         jobKind: input.direction === 'forward' ? 'pull' : topIsLeaf ? 'active-commit' : 'commit',

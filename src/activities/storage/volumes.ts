@@ -1,7 +1,8 @@
 import type { StorageActivities } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { StorageActivityDeps } from './deps';
-import { openDomain, toVolumeInfo } from './deps';
+import { toVolumeInfo } from '../volume-info';
+import { openDomain } from './deps';
 
 /** Read-only. */
 export function makeReadChain(deps: StorageActivityDeps): StorageActivities['readChain'] {
