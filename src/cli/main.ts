@@ -1,0 +1,45 @@
+// `livemerge`: the command line. Exit 0 on success, 1 when the operation failed, 2 for bad usage or input.
+import { Command, CommanderError } from 'commander';
+import { registerAudit } from './audit';
+import { registerChain } from './chain';
+import { registerDemo } from './demo';
+import { registerDev } from './dev';
+import { registerMerge } from './merge';
+import { EXIT_FAILED, EXIT_USAGE, OperationFailed, UsageError } from './output';
+import { registerReconcile } from './reconcile';
+import { registerSnapshot } from './snapshot';
+import { registerStatus } from './status';
+import { registerVm } from './vm';
+import { registerWorker } from './worker';
+
+const program = new Command('livemerge')
+  .description('Delete snapshots of running KVM VMs by merging their qcow2 chains, durably (Temporal)')
+  .exitOverride()
+  .showHelpAfterError();
+registerDemo(program);
+registerDev(program);
+registerWorker(program);
+registerVm(program);
+registerSnapshot(program);
+registerMerge(program);
+registerStatus(program);
+registerChain(program);
+registerAudit(program);
+registerReconcile(program);
+
+program.parseAsync(process.argv).then(
+  () => process.exit(process.exitCode ?? 0),
+  (err: unknown) => {
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+    if (err instanceof UsageError || (err instanceof Error && err.name === 'InvalidIdError')) {
+      process.stderr.write(`livemerge: ${err.message}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    if (err instanceof OperationFailed) {
+      process.stderr.write(`livemerge: ${err.message}\n`);
+      process.exit(EXIT_FAILED);
+    }
+    process.stderr.write(`livemerge: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(EXIT_FAILED);
+  },
+);

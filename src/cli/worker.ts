@@ -1,0 +1,54 @@
+import type { Command } from 'commander';
+import { isHostId } from '../common/ids';
+import { loadConfig } from '../config';
+import { connectWorker } from '../workers/connection';
+import { createEngineWorker } from '../workers/engine';
+import { createHostWorkers } from '../workers/host';
+import { runUntilShutdown } from '../workers/run';
+import { libvirtProvider } from '../workers/libvirt-provider';
+import { createEngineActivities } from '../activities/engine';
+import { AuditLog } from '../audit/audit-log';
+import { UsageError } from './output';
+
+export function registerWorker(program: Command): void {
+  const worker = program.command('worker').description('run a Temporal worker in the foreground');
+  worker
+    .command('engine')
+    .description('the workflow worker on livemerge-engine')
+    .action(async () => {
+      const config = loadConfig();
+      const connection = await connectWorker(config);
+      const w = await createEngineWorker({
+        connection,
+        namespace: config.temporalNamespace,
+        activities: createEngineActivities({
+          auditLog: new AuditLog(config.auditLogFile),
+          hosts: config.hosts,
+        }),
+      });
+      await runUntilShutdown([w]);
+      await connection.close();
+    });
+  worker
+    .command('host')
+    .description('a host agent on livemerge-host-<id> (with --storage also on livemerge-storage)')
+    .requiredOption('--host-id <id>', 'this host id')
+    .option('--storage', 'also take the storage role')
+    .action(async (opts: { hostId: string; storage?: boolean }) => {
+      if (!isHostId(opts.hostId)) throw new UsageError(`invalid --host-id ${JSON.stringify(opts.hostId)}`);
+      const config = { ...loadConfig(), hostId: opts.hostId };
+      const connection = await connectWorker(config);
+      const libvirt = libvirtProvider(config.libvirtUri);
+      const workers = await createHostWorkers({
+        connection,
+        namespace: config.temporalNamespace,
+        hostId: opts.hostId,
+        storageRoot: config.storageRoot,
+        storage: opts.storage === true,
+        libvirt,
+      });
+      await runUntilShutdown(workers);
+      await libvirt.close();
+      await connection.close();
+    });
+}
