@@ -137,7 +137,8 @@ export interface StorageActivities {
   }): Promise<VolumeInfo[]>;
   /** Creates a qcow2 child volume; a volume already there with the same parent counts as done. */
   createVolume(input: VolumeRef & { parentId: string; description?: string }): Promise<VolumeInfo>;
-  setSnapshotId(input: VolumeRef & { snapshotId: string | null }): Promise<void>;
+  /** The frozen volume stands for the snapshot: it carries its id and, when given, its description. */
+  setSnapshotId(input: VolumeRef & { snapshotId: string | null; description?: string }): Promise<void>;
   /** Step 7. */
   recordMerge(input: {
     storageDomainId: string;

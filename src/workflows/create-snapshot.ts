@@ -50,7 +50,7 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
       const v = await storage.createVolume({
         ...p.leaf,
         parentId: p.frozen.volumeId,
-        description: input.description ?? `leaf after snapshot ${snapshotId}`,
+        description: `leaf after snapshot ${snapshotId}`,
       });
       created.push(p.leaf);
       leaves.push({ target: p.target, newLeafPath: v.path, newLeafFormat: v.format });
@@ -78,7 +78,12 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
     throw err;
   }
   tracker.stage('recording');
-  for (const p of planned) await storage.setSnapshotId({ ...p.frozen, snapshotId });
+  for (const p of planned)
+    await storage.setSnapshotId({
+      ...p.frozen,
+      snapshotId,
+      ...(input.description !== undefined ? { description: input.description } : {}),
+    });
   tracker.stage('done');
   const result: CreateSnapshotResult = {
     vmId: input.vmId,

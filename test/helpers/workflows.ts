@@ -13,12 +13,16 @@ import type { RemoveSnapshotResult } from '../../src/workflows/remove-snapshot';
 import { pollUntil } from './vm-fixture';
 import type { Stack } from './stack';
 
-export async function createSnapshot(s: Stack, vmId: string): Promise<CreateSnapshotResult> {
+export async function createSnapshot(
+  s: Stack,
+  vmId: string,
+  description?: string,
+): Promise<CreateSnapshotResult> {
   const snapshotId = randomUUID();
   return await s.client.workflow.execute<typeof CreateSnapshotWorkflow>('createSnapshot', {
     taskQueue: ENGINE_TASK_QUEUE,
     workflowId: `create-snapshot:${vmId}:${snapshotId}`,
-    args: [{ vmId, snapshotId }],
+    args: [{ vmId, snapshotId, ...(description !== undefined ? { description } : {}) }],
   });
 }
 

@@ -22,7 +22,7 @@ describe('live backward merge', () => {
       { byte: 0x44, offset: 8 << 16, length: 2 << 16 },
     ];
     await writeThroughGuest(vm.domain, 0, A);
-    const s1 = await createSnapshot(s, vm.uuid);
+    const s1 = await createSnapshot(s, vm.uuid, 'before the upgrade');
     await writeThroughGuest(vm.domain, 0, B);
     const s2 = await createSnapshot(s, vm.uuid);
     await writeThroughGuest(vm.domain, 0, C);
@@ -31,6 +31,8 @@ describe('live backward merge', () => {
 
     let chain = await s.sd.readChain(image.imageId);
     expect(chain.map((v) => v.snapshotId)).toEqual([s1.snapshotId, s2.snapshotId, s3.snapshotId, null]);
+    // The frozen volume stands for the snapshot, description included.
+    expect(chain[0]!.description).toBe('before the upgrade');
     const before = await dumpGuestView(chain[3]!.path, 'qcow2', path.join(tmp.path, 'before.raw'));
 
     // Intermediate: S2's volume absorbs its child (S3's volume); the leaf is untouched.

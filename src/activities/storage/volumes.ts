@@ -32,12 +32,17 @@ export function makeCreateVolume(deps: StorageActivityDeps): StorageActivities['
   };
 }
 
-/** Idempotent: writes only when the id differs. */
+/** Idempotent: writes only when the id (or the description given) differs. */
 export function makeSetSnapshotId(deps: StorageActivityDeps): StorageActivities['setSnapshotId'] {
   return async (input) => {
     const sd = await openDomain(deps, input.storageDomainId);
     const v = await sd.readVolume(input.imageId, input.volumeId);
-    if (v.snapshotId !== input.snapshotId)
-      await sd.setSnapshotId(input.imageId, input.volumeId, input.snapshotId);
+    const description = input.description ?? v.description;
+    if (v.snapshotId !== input.snapshotId || v.description !== description)
+      await sd.updateVolume(input.imageId, input.volumeId, (m) => ({
+        ...m,
+        snapshotId: input.snapshotId,
+        description,
+      }));
   };
 }
