@@ -1,19 +1,13 @@
 // The domain XML of a livemerge test VM: a TCG guest (<domain type='qemu'>: no KVM needed) with 64 MiB,
 // one vCPU, no OS and no boot device. QEMU idles in the firmware while its block layer works fully
 // (block commit, pull, external snapshots, qemu-io through the guest device).
+import { escapeXml } from '../common/xml';
+
 export interface VmDiskSpec {
   /** Absolute path of the disk's leaf volume. */
   path: string;
   format: 'raw' | 'qcow2';
 }
-
-const xmlEscape = (s: string): string =>
-  s
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/'/g, '&apos;')
-    .replace(/"/g, '&quot;');
 
 /** vda, vdb, ... (at most 26 disks). */
 export function diskTarget(index: number): string {
@@ -32,13 +26,13 @@ export function testVmXml(name: string, disks: VmDiskSpec[]): string {
     .map(
       (d, i) => `    <disk type='file' device='disk'>
       <driver name='qemu' type='${d.format}' cache='none' discard='unmap'/>
-      <source file='${xmlEscape(d.path)}'/>
+      <source file='${escapeXml(d.path)}'/>
       <target dev='${diskTarget(i)}' bus='virtio'/>
     </disk>`,
     )
     .join('\n');
   return `<domain type='qemu'>
-  <name>${xmlEscape(name)}</name>
+  <name>${escapeXml(name)}</name>
   <memory unit='MiB'>64</memory>
   <vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>

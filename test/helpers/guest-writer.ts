@@ -31,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
 import { onTestFinished } from 'vitest';
+import { escapeXml } from '../../src/common/xml';
 import { REPO_ROOT, loadConfig } from '../../src/config';
 
 const execFileAsync = promisify(execFile);
@@ -394,14 +395,6 @@ export function normalizeRunId(runId: string): string {
   return runId.padEnd(12, '_');
 }
 
-const xmlEscape = (s: string): string =>
-  s
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/'/g, '&apos;')
-    .replace(/"/g, '&quot;');
-
 export function guestWriterXml(o: {
   name: string;
   image: GuestImage;
@@ -424,14 +417,14 @@ export function guestWriterXml(o: {
     `probe.max=${o.maxRecords}`,
   ].join(' ');
   return `<domain type='qemu'>
-  <name>${xmlEscape(o.name)}</name>
+  <name>${escapeXml(o.name)}</name>
   <memory unit='MiB'>128</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${xmlEscape(o.image.kernel)}</kernel>
-    <initrd>${xmlEscape(o.image.initrd)}</initrd>
-    <cmdline>${xmlEscape(cmdline)}</cmdline>
+    <kernel>${escapeXml(o.image.kernel)}</kernel>
+    <initrd>${escapeXml(o.image.initrd)}</initrd>
+    <cmdline>${escapeXml(cmdline)}</cmdline>
   </os>
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -440,10 +433,10 @@ export function guestWriterXml(o: {
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='${o.format}'/>
-      <source file='${xmlEscape(o.diskPath)}'/>
+      <source file='${escapeXml(o.diskPath)}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <serial type='file'><source path='${xmlEscape(o.serialLogPath)}'/></serial>
+    <serial type='file'><source path='${escapeXml(o.serialLogPath)}'/></serial>
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>

@@ -17,15 +17,14 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { onTestFinished } from 'vitest';
 import type { Domain, LibvirtConnection } from '../../src/libvirt';
+import type { VmDiskSpec as DiskSpec } from '../../src/cli/vm-xml';
+import { testVmXml } from '../../src/cli/vm-xml';
 import { DomainUndefineFlags, isNoDomainError } from '../../src/libvirt';
 
-const execFileAsync = promisify(execFile);
+export type { DiskSpec };
+export { diskQdevId, diskTarget, testVmXml } from '../../src/cli/vm-xml';
 
-export interface DiskSpec {
-  /** Absolute path of the image. */
-  path: string;
-  format: 'qcow2' | 'raw';
-}
+const execFileAsync = promisify(execFile);
 
 export interface TestVmOptions {
   disks: DiskSpec[];
@@ -46,52 +45,8 @@ export interface TestVm {
   cleanup(): Promise<void>;
 }
 
-const xmlEscape = (s: string): string =>
-  s
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/'/g, '&apos;')
-    .replace(/"/g, '&quot;');
-
-/** vda, vdb, ... */
-export function diskTarget(index: number): string {
-  return `vd${String.fromCharCode('a'.charCodeAt(0) + index)}`;
-}
-
-/** libvirt's default alias (and QEMU qdev id) of the index-th virtio disk: virtio-disk0, ... */
-export function diskQdevId(index: number): string {
-  return `virtio-disk${index}`;
-}
-
 export function uniqueVmName(): string {
   return `lm-test-${randomBytes(6).toString('hex')}`;
-}
-
-export function testVmXml(name: string, disks: DiskSpec[]): string {
-  const diskXml = disks
-    .map(
-      (d, i) => `    <disk type='file' device='disk'>
-      <driver name='qemu' type='${d.format}' cache='none' discard='unmap'/>
-      <source file='${xmlEscape(d.path)}'/>
-      <target dev='${diskTarget(i)}' bus='virtio'/>
-    </disk>`,
-    )
-    .join('\n');
-  return `<domain type='qemu'>
-  <name>${xmlEscape(name)}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-${diskXml}
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-</domain>`;
 }
 
 /** Destroy (when running) + undefine with every metadata flag; ignores "no such domain". Never throws. */

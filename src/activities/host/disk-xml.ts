@@ -17,15 +17,6 @@ const OPTIONS = {
 const children = (n: Node, tag: string): Node[] => (n[tag] as Node[] | undefined) ?? [];
 const tagOf = (n: Node): string | undefined => Object.keys(n).find((k) => k !== ':@');
 
-export function escapeXmlAttr(s: string): string {
-  return s
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/'/g, '&apos;')
-    .replace(/"/g, '&quot;');
-}
-
 /**
  * Points the disk `target` at `file` (a file source, driver type `format`) and drops its <backingStore>
  * (libvirt reads the rest of the chain from the qcow2 headers). Returns null when nothing changes.

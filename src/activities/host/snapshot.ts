@@ -2,7 +2,8 @@ import { SnapshotCreateFlags } from '../../libvirt/constants';
 import type { HostActivities } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
-import { escapeXmlAttr, setDiskSource } from './disk-xml';
+import { escapeXml } from '../../common/xml';
+import { setDiskSource } from './disk-xml';
 import { describe, isActive, withVm } from './vm';
 
 const FLAGS =
@@ -28,9 +29,9 @@ export function makeSnapshotDisks(deps: HostActivityDeps): HostActivities['snaps
       const disks = vm.disks.map((v) => {
         const d = input.disks.find((x) => x.target === v.target);
         return d
-          ? `<disk name='${escapeXmlAttr(d.target)}' snapshot='external' type='file'>` +
-              `<driver type='${escapeXmlAttr(d.newLeafFormat)}'/><source file='${escapeXmlAttr(d.newLeafPath)}'/></disk>`
-          : `<disk name='${escapeXmlAttr(v.target)}' snapshot='no'/>`;
+          ? `<disk name='${escapeXml(d.target)}' snapshot='external' type='file'>` +
+              `<driver type='${escapeXml(d.newLeafFormat)}'/><source file='${escapeXml(d.newLeafPath)}'/></disk>`
+          : `<disk name='${escapeXml(v.target)}' snapshot='no'/>`;
       });
       await dom.snapshotCreateXml(`<domainsnapshot><disks>${disks.join('')}</disks></domainsnapshot>`, FLAGS);
       return { status: 'taken' as const };
