@@ -35,7 +35,9 @@ describe('reconcile', () => {
       workflowId: uniqueId('reconcile'),
       args: [{ storageDomainId: s.sd.id }],
     });
-    expect(result.deleted.map((d) => d.volumeId).sort()).toEqual([stray.volumeId, path.basename(bare)].sort());
+    expect(result.deleted.map((d) => d.volumeId).sort()).toEqual(
+      [stray.volumeId, path.basename(bare)].sort(),
+    );
     expect(result.reports.find((r) => r.imageId === imageId)?.ok).toBe(true);
     expect(await exists(stray.path)).toBe(false);
     expect(await exists(bare)).toBe(false);
