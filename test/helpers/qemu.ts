@@ -208,6 +208,21 @@ function waitForSocket(
 }
 
 /**
+ * qemu-nbd creates its socket file before it listens on it: a refused connection right after the file
+ * appeared is retried (every 20 ms, for 10 s at most); any other failure is final.
+ */
+async function nbdinfoWhenListening(args: readonly string[]): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = await runTool('nbdinfo', args);
+    if (r.code === 0) return r.stdout;
+    if (!/Connection refused/.test(r.stderr) || Date.now() > deadline)
+      throw new Error(`nbdinfo ${args.join(' ')}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
  * Exports `file` read-only with qemu-nbd (`-r -t -f qcow2 -B name... --socket=...`) and reads each
  * bitmap's map with `nbdinfo --json --map=qemu:dirty-bitmap:NAME`. The server is stopped before
  * returning, also on failure.
@@ -225,7 +240,7 @@ export async function dirtyMaps(file: string, bitmaps: readonly string[]): Promi
     await Promise.race([waitForSocket(sock, child, () => stderr, 10_000), spawnFailed]);
     const maps: Record<string, Extent[]> = {};
     for (const b of bitmaps) {
-      const out = await runOk('nbdinfo', [
+      const out = await nbdinfoWhenListening([
         '--json',
         `--map=qemu:dirty-bitmap:${b}`,
         `nbd+unix:///?socket=${sock}`,
