@@ -1,6 +1,8 @@
 import type { NativeConnection, WorkerOptions } from '@temporalio/worker';
 import { Worker } from '@temporalio/worker';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
+import { holdInterceptorsFromEnv } from './hold-interceptor';
+import { livenessInterceptors } from './liveness-interceptor';
 
 export interface EngineWorkerOptions {
   connection: NativeConnection;
@@ -20,5 +22,6 @@ export async function createEngineWorker(opts: EngineWorkerOptions): Promise<Wor
       ? { workflowBundle: opts.workflowBundle }
       : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? {},
+    interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
   });
 }

@@ -4,7 +4,9 @@ import { createHostActivities } from '../activities/host';
 import { createStorageActivities } from '../activities/storage';
 import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import type { LibvirtConnection } from '../libvirt';
+import { holdInterceptorsFromEnv } from './hold-interceptor';
 import { domainXmlSource } from './libvirt-provider';
+import { livenessInterceptors } from './liveness-interceptor';
 
 export interface HostAgentOptions {
   connection: NativeConnection;
@@ -25,6 +27,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
       namespace: opts.namespace,
       taskQueue: hostTaskQueue(opts.hostId),
       activities: createHostActivities(opts),
+      interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
     }),
   ];
   if (opts.storage)
@@ -37,6 +40,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
           storageRoot: opts.storageRoot,
           domainXmls: domainXmlSource(opts.libvirt),
         }),
+        interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
       }),
     );
   return workers;

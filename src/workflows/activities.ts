@@ -15,6 +15,12 @@ const NON_RETRYABLE = [
   'DeletionRefused',
   'ImageInUse',
 ];
+/**
+ * Every activity is heartbeated by its worker while it runs (src/workers/liveness-interceptor.ts): an
+ * agent that dies mid-activity is noticed within this timeout and the activity retried on a live agent,
+ * not after its whole startToCloseTimeout.
+ */
+const LIVENESS = '10s';
 const RETRY = {
   initialInterval: '500ms',
   backoffCoefficient: 2,
@@ -25,7 +31,12 @@ const RETRY = {
 export function hostActivities(hostId: string) {
   const taskQueue = hostTaskQueue(hostId);
   return {
-    short: proxyActivities<HostActivities>({ taskQueue, startToCloseTimeout: '2m', retry: RETRY }),
+    short: proxyActivities<HostActivities>({
+      taskQueue,
+      startToCloseTimeout: '2m',
+      heartbeatTimeout: LIVENESS,
+      retry: RETRY,
+    }),
     /** Waiting for a block job: one long activity; a missed heartbeat (agent crash) retries within seconds. */
     wait: proxyActivities<HostActivities>({
       taskQueue,
@@ -49,6 +60,7 @@ export function probeHost(hostId: string) {
 export const storage = proxyActivities<StorageActivities>({
   taskQueue: STORAGE_TASK_QUEUE,
   startToCloseTimeout: '10m',
+  heartbeatTimeout: LIVENESS,
   retry: RETRY,
 });
 
@@ -62,5 +74,6 @@ export const storageLong = proxyActivities<StorageActivities>({
 export const engine = proxyActivities<EngineActivities>({
   taskQueue: ENGINE_TASK_QUEUE,
   startToCloseTimeout: '30s',
+  heartbeatTimeout: LIVENESS,
   retry: RETRY,
 });
