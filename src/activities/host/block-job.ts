@@ -55,11 +55,15 @@ export function makePivot(deps: HostActivityDeps): HostActivities['pivot'] {
   return async (input) =>
     withVm(await deps.libvirt(), input.vmId, async (dom) => {
       const source = async () => (await diskChain(dom, input.diskTarget, false))?.[0];
+      // A stopped VM has no job, and libvirt refuses to look for one (it would fail, retried forever): it
+      // either pivoted before it stopped (its definition names the base) or crashed before the pivot.
+      if (!isActive(await stateOf(dom))) {
+        if ((await source()) === input.basePath) return;
+        throw nonRetryable('VmCrashed', `VM ${input.vmId} stopped before the pivot`);
+      }
       const info = await dom.blockJobInfo(input.diskTarget);
       if (!info) {
         if ((await source()) === input.basePath) return;
-        if (!isActive(await stateOf(dom)))
-          throw nonRetryable('VmCrashed', `VM ${input.vmId} stopped before the pivot`);
         throw nonRetryable('MergeJobFailed', `no block job to pivot on ${input.diskTarget}`);
       }
       // Without ASYNC, libvirt returns once QEMU has switched the disk to the base.
