@@ -1,4 +1,4 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
@@ -6,6 +6,9 @@ export default defineConfig({
     pool: 'forks',
     poolOptions: { forks: { singleFork: false, maxForks: 2, minForks: 1 } },
     include: ['test/**/*.test.ts'],
+    // The failure-injection suite restarts libvirtd and kills processes: it runs alone, after this one
+    // (vitest.faults.config.mts, scripts/test.sh).
+    exclude: [...configDefaults.exclude, 'test/faults/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

@@ -1,4 +1,6 @@
-import { deleteVolumeGuarded } from '../../storage/deletion-guard';
+import { assertDeletable, deleteVolumeGuarded } from '../../storage/deletion-guard';
+import { DeletionRefused } from '../../storage/errors';
+import { holdPoint } from '../../workers/hold-interceptor';
 import type { StorageActivities } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { StorageActivityDeps } from './deps';
@@ -13,7 +15,9 @@ export function makeDeleteVolumes(deps: StorageActivityDeps): StorageActivities[
     const sd = await openDomain(deps, input.storageDomainId);
     const deleted: string[] = [];
     const alreadyGone: string[] = [];
-    for (const volumeId of input.volumeIds) {
+    for (const [i, volumeId] of input.volumeIds.entries()) {
+      // A no-op outside failure-injection runs (src/workers/hold-interceptor.ts).
+      if (i > 0) await holdPoint('deleteVolumes-next');
       const v = await sd.findVolume(input.imageId, volumeId);
       if (v && v.legality === 'LEGAL')
         throw nonRetryable(
@@ -30,15 +34,30 @@ export function makeDeleteVolumes(deps: StorageActivityDeps): StorageActivities[
   };
 }
 
-/** createSnapshot's compensation: new leaves nothing uses are made ILLEGAL, then deleted behind the guard. */
+/**
+ * createSnapshot's compensation: new leaves that nothing uses are made ILLEGAL, then deleted behind the
+ * guard. Idempotent: a leaf already gone is skipped. A leaf a domain already uses (the snapshot happened
+ * after all) is kept LEGAL: an ILLEGAL volume is never attached to a VM.
+ */
 export function makeDiscardVolumes(deps: StorageActivityDeps): StorageActivities['discardVolumes'] {
   const del = makeDeleteVolumes(deps);
   return async (input) => {
     const sd = await openDomain(deps, input.storageDomainId);
+    const discard: string[] = [];
     for (const volumeId of input.volumeIds) {
+      try {
+        await assertDeletable(
+          { imageId: input.imageId, volumeId },
+          { domain: sd, domainXmls: deps.domainXmls },
+        );
+      } catch (err) {
+        if (err instanceof DeletionRefused) continue;
+        throw err;
+      }
       const v = await sd.findVolume(input.imageId, volumeId);
       if (v && v.legality === 'LEGAL') await sd.setLegality(input.imageId, volumeId, 'ILLEGAL');
+      discard.push(volumeId);
     }
-    await del(input);
+    await del({ ...input, volumeIds: discard });
   };
 }

@@ -1,0 +1,95 @@
+// Watches an image directory while a merge runs (inotify through fs.watch) and records every volume file
+// that appears or disappears, with the legality its metadata had when it went: what the end state
+// cannot show (a volume deleted and re-created, deleted twice, or deleted while still LEGAL).
+//
+// Metadata files (`<volumeId>.meta.json`) are re-read on every event, so the last legality seen before a
+// data file's unlink is known (deleteVolume writes ILLEGAL, unlinks the data, then the metadata). stop()
+// lists the directory once more: a change the events missed is reported as such, never silently taken.
+import fs from 'node:fs';
+import path from 'node:path';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export interface FileEvent {
+  kind: 'unlink' | 'create';
+  volumeId: string;
+  /** Date.now() when the event was seen (at or after the change itself). */
+  at: number;
+  /** The volume's legality as last seen in its metadata before the event ('none': never seen). */
+  legality: 'LEGAL' | 'ILLEGAL' | 'none';
+}
+
+export interface WatchReport {
+  events: FileEvent[];
+  /** volumeId → number of unlinks seen. */
+  unlinks: Map<string, number>;
+  /** Volumes created again after an unlink. */
+  reappeared: string[];
+  /** Differences between the events and the final listing (should be empty). */
+  missed: string[];
+}
+
+export class ImageDirWatch {
+  private readonly events: FileEvent[] = [];
+  private readonly present = new Set<string>();
+  private readonly legality = new Map<string, 'LEGAL' | 'ILLEGAL'>();
+  private readonly watcher: fs.FSWatcher;
+  private readonly errors: string[] = [];
+
+  constructor(readonly dir: string) {
+    // Watch first, then list: a change in between is seen by one or the other (handlers are idempotent).
+    this.watcher = fs.watch(dir, (_type, name) => {
+      if (name) this.onEvent(name.toString());
+    });
+    this.watcher.on('error', (err) => this.errors.push(String(err)));
+    for (const f of fs.readdirSync(dir)) {
+      if (UUID.test(f)) this.present.add(f);
+      this.readMeta(f);
+    }
+  }
+
+  private readMeta(name: string): void {
+    const m = /^(.+)\.meta\.json$/.exec(name);
+    if (!m || !UUID.test(m[1]!)) return;
+    try {
+      const meta = JSON.parse(fs.readFileSync(path.join(this.dir, name), 'utf8')) as { legality?: string };
+      if (meta.legality === 'LEGAL' || meta.legality === 'ILLEGAL') this.legality.set(m[1]!, meta.legality);
+    } catch {
+      // gone already, or mid-rename: the previous value stands
+    }
+  }
+
+  private onEvent(name: string): void {
+    if (!UUID.test(name)) return this.readMeta(name);
+    const exists = fs.existsSync(path.join(this.dir, name));
+    if (exists === this.present.has(name)) return;
+    if (exists) this.present.add(name);
+    else this.present.delete(name);
+    this.events.push({
+      kind: exists ? 'create' : 'unlink',
+      volumeId: name,
+      at: Date.now(),
+      legality: this.legality.get(name) ?? 'none',
+    });
+  }
+
+  /** Volumes seen deleted so far. */
+  unlinked(): string[] {
+    return this.events.filter((e) => e.kind === 'unlink').map((e) => e.volumeId);
+  }
+
+  stop(): WatchReport {
+    this.watcher.close();
+    const final = new Set(fs.readdirSync(this.dir).filter((f) => UUID.test(f)));
+    const missed = [...this.errors];
+    for (const f of final) if (!this.present.has(f)) missed.push(`${f} exists but its creation was not seen`);
+    for (const f of this.present) if (!final.has(f)) missed.push(`${f} is gone but its unlink was not seen`);
+    const unlinks = new Map<string, number>();
+    const reappeared: string[] = [];
+    for (const e of this.events) {
+      if (e.kind === 'unlink') unlinks.set(e.volumeId, (unlinks.get(e.volumeId) ?? 0) + 1);
+      else if (unlinks.has(e.volumeId)) reappeared.push(e.volumeId);
+    }
+    return { events: [...this.events], unlinks, reappeared, missed };
+  }
+}

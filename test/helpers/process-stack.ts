@@ -1,0 +1,419 @@
+// A whole livemerge deployment as real processes, for failure injection (test/faults): its own Temporal dev
+// server persistent on a SQLite file in a temp dir, the engine worker, the VM's host agent (host A, no
+// storage role) and a storage-role agent (host B, --storage), each a `node bin/livemerge.cjs worker ...`
+// child configured only by environment, exactly as an operator runs them. Every part can be SIGKILLed and
+// restarted (the Temporal server on the same SQLite file); libvirtd can be restarted as a whole.
+//
+// Holds (src/workers/hold-interceptor.ts) go through LIVEMERGE_HOLD_DIR=<dir>/holds of every worker.
+// Logs: <dir>/logs/<part>.log (appended across restarts); `logTail()` for failure reports.
+// Everything this module started is SIGKILLed by stop(), and also when the test process exits.
+import { execFile, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { temporal as proto } from '@temporalio/proto';
+import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
+import { REPO_ROOT } from '../../src/config';
+import { temporalHealthy } from '../../src/devstack/health';
+import { devServerArgs, temporalCliPath } from '../../src/devstack/temporal-server';
+
+const exec = promisify(execFile);
+const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
+
+export type Part = 'temporal' | 'engine' | 'host' | 'storage';
+
+interface Running {
+  child: ChildProcess;
+  exited: Promise<void>;
+}
+
+/** Every child of every stack in this process, killed on exit whatever happens to the test. */
+const allChildren = new Set<ChildProcess>();
+function killAllChildren(): void {
+  for (const c of allChildren) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+}
+process.once('exit', killAllChildren);
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
+  process.once(sig, () => {
+    killAllChildren();
+    process.kill(process.pid, sig); // the listener is gone: the default action ends the process
+  });
+
+async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `check` every `everyMs` until it is truthy; throws after `timeoutMs` naming `what`. */
+export async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs: number,
+  everyMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await delay(everyMs);
+  }
+}
+
+export interface ProcessStackOptions {
+  /** The VM's host (its agent has no storage role). */
+  hostId?: string;
+  /** The storage-role agent's host id. */
+  storageHostId?: string;
+  namespace?: string;
+}
+
+export class ProcessStack {
+  readonly hostId: string;
+  readonly storageHostId: string;
+  readonly namespace: string;
+  readonly storageRoot: string;
+  readonly auditLogFile: string;
+  readonly holdDir: string;
+  readonly logDir: string;
+  readonly dbFile: string;
+  address = '';
+  private uiPort = 0;
+  private connection: Connection | undefined;
+  client!: Client;
+  private readonly parts = new Map<Part, Running>();
+  private stopped = false;
+
+  private constructor(
+    readonly dir: string,
+    opts: ProcessStackOptions,
+  ) {
+    this.hostId = opts.hostId ?? 'fault-a';
+    this.storageHostId = opts.storageHostId ?? 'fault-b';
+    this.namespace = opts.namespace ?? 'livemerge-faults';
+    this.storageRoot = path.join(dir, 'storage');
+    this.auditLogFile = path.join(dir, 'audit.jsonl');
+    this.holdDir = path.join(dir, 'holds');
+    this.logDir = path.join(dir, 'logs');
+    this.dbFile = path.join(dir, 'temporal.sqlite');
+  }
+
+  /** Starts the server and the three workers; resolves once every worker polls its queues. */
+  static async start(opts: ProcessStackOptions = {}): Promise<ProcessStack> {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'lm-faults-'));
+    await fsp.chmod(dir, 0o755); // QEMU (libvirt-qemu) must reach the images below it
+    const s = new ProcessStack(dir, opts);
+    try {
+      for (const d of [s.storageRoot, s.holdDir, s.logDir]) await fsp.mkdir(d, { recursive: true });
+      await fsp.chmod(s.storageRoot, 0o755);
+      s.address = `127.0.0.1:${await freePort()}`;
+      s.uiPort = await freePort();
+      await s.startPart('temporal');
+      s.connection = await Connection.connect({ address: s.address });
+      s.client = new Client({ connection: s.connection, namespace: s.namespace });
+      await Promise.all((['engine', 'host', 'storage'] as const).map((p) => s.startPart(p)));
+      return s;
+    } catch (err) {
+      await s.stop();
+      throw err;
+    }
+  }
+
+  private command(part: Part): { cmd: string; args: string[] } {
+    switch (part) {
+      case 'temporal': {
+        const i = this.address.lastIndexOf(':');
+        return {
+          cmd: temporalCliPath(),
+          args: devServerArgs({
+            dbFile: this.dbFile,
+            host: this.address.slice(0, i),
+            port: Number(this.address.slice(i + 1)),
+            uiPort: this.uiPort,
+            namespace: this.namespace,
+          }),
+        };
+      }
+      case 'engine':
+        return { cmd: process.execPath, args: [CLI, 'worker', 'engine'] };
+      case 'host':
+        return { cmd: process.execPath, args: [CLI, 'worker', 'host', '--host-id', this.hostId] };
+      case 'storage':
+        return {
+          cmd: process.execPath,
+          args: [CLI, 'worker', 'host', '--host-id', this.storageHostId, '--storage'],
+        };
+    }
+  }
+
+  private env(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST')) env[k] = v;
+    return {
+      ...env,
+      TEMPORAL_ADDRESS: this.address,
+      TEMPORAL_NAMESPACE: this.namespace,
+      LIVEMERGE_DATA_DIR: path.join(this.dir, 'data'),
+      LIVEMERGE_STORAGE_ROOT: this.storageRoot,
+      LIVEMERGE_HOSTS: this.hostId,
+      LIVEMERGE_AUDIT_LOG: this.auditLogFile,
+      LIBVIRT_DEFAULT_URI: 'qemu:///system',
+      LIVEMERGE_HOLD_DIR: this.holdDir,
+    };
+  }
+
+  logFile(part: Part): string {
+    return path.join(this.logDir, `${part}.log`);
+  }
+
+  pid(part: Part): number | undefined {
+    const r = this.parts.get(part);
+    return r && r.child.exitCode === null && r.child.signalCode === null ? r.child.pid : undefined;
+  }
+
+  /** Starts a part that is not running; resolves once it serves (server healthy, worker polling). */
+  async startPart(part: Part): Promise<void> {
+    if (this.stopped) throw new Error('the stack is stopped');
+    if (this.pid(part) !== undefined) throw new Error(`${part} is already running`);
+    const { cmd, args } = this.command(part);
+    const log = fs.openSync(this.logFile(part), 'a');
+    fs.writeSync(log, `\n===== ${new Date().toISOString()} start ${part}: ${cmd} ${args.join(' ')}\n`);
+    const child = spawn(cmd, args, { cwd: REPO_ROOT, env: this.env(), stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    allChildren.add(child);
+    const exited = new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.once('error', () => resolve());
+    });
+    void exited.then(() => allChildren.delete(child));
+    this.parts.set(part, { child, exited });
+    await this.waitServing(part, part === 'engine' ? 120_000 : 60_000);
+  }
+
+  /** SIGKILL (a crash) or SIGTERM (a clean stop); resolves once the process is gone. */
+  async kill(part: Part, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const r = this.parts.get(part);
+    if (!r) return;
+    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill(signal);
+    await r.exited;
+  }
+
+  async restart(part: Part, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.kill(part, signal);
+    await this.startPart(part);
+  }
+
+  private async waitServing(part: Part, timeoutMs: number): Promise<void> {
+    const pid = this.parts.get(part)?.child.pid;
+    await until(
+      `${part} (pid ${pid}) to serve; log ${this.logFile(part)}:\n${this.logTail(part)}`,
+      async () => {
+        if (this.pid(part) === undefined)
+          throw new Error(`${part} exited while starting:\n${this.logTail(part)}`);
+        if (part === 'temporal') return await temporalHealthy(this.address, this.namespace);
+        return await this.polling(part, pid!);
+      },
+      timeoutMs,
+      200,
+    );
+  }
+
+  /** True when the worker process `pid` polls all of its task queues (its identity is `<pid>@host`). */
+  private async polling(part: Exclude<Part, 'temporal'>, pid: number): Promise<boolean> {
+    const queues: Array<[string, 'workflow' | 'activity']> =
+      part === 'engine'
+        ? [[ENGINE_TASK_QUEUE, 'workflow']]
+        : part === 'host'
+          ? [[hostTaskQueue(this.hostId), 'activity']]
+          : [
+              [hostTaskQueue(this.storageHostId), 'activity'],
+              [STORAGE_TASK_QUEUE, 'activity'],
+            ];
+    if (!this.connection) return false;
+    for (const [name, kind] of queues) {
+      const res = await this.connection.workflowService
+        .describeTaskQueue({
+          namespace: this.namespace,
+          taskQueue: { name, kind: proto.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
+          taskQueueType:
+            kind === 'workflow'
+              ? proto.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+              : proto.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        })
+        .catch(() => undefined);
+      if (!res?.pollers?.some((p) => p.identity?.startsWith(`${pid}@`))) return false;
+    }
+    return true;
+  }
+
+  /** Every part runs and every worker polls again (after a server restart they reconnect by themselves). */
+  async waitHealthy(timeoutMs = 60_000): Promise<void> {
+    for (const part of ['temporal', 'engine', 'host', 'storage'] as const) {
+      if (this.pid(part) === undefined) throw new Error(`${part} is not running:\n${this.logTail(part)}`);
+      await this.waitServing(part, timeoutMs);
+    }
+  }
+
+  // ---- holds (src/workers/hold-interceptor.ts) ---------------------------------------------------
+
+  /** Arms the breakpoint before activity (or hold point) `name`. */
+  hold(name: string): void {
+    fs.rmSync(path.join(this.holdDir, `held-${name}`), { force: true });
+    fs.writeFileSync(path.join(this.holdDir, `hold-${name}`), '');
+  }
+
+  release(name: string): void {
+    fs.rmSync(path.join(this.holdDir, `hold-${name}`), { force: true });
+  }
+
+  /** Disarms every breakpoint and forgets every stale `held-*` marker (a killed process leaves its own). */
+  releaseAll(): void {
+    for (const f of fs.readdirSync(this.holdDir)) fs.rmSync(path.join(this.holdDir, f), { force: true });
+  }
+
+  /** Resolves once a worker stopped at breakpoint `name` (for workflow `workflowId` when given). */
+  async waitHeld(
+    name: string,
+    workflowId?: string,
+    timeoutMs = 60_000,
+  ): Promise<{ pid: number; workflowId: string | null; attempt: number | null }> {
+    const file = path.join(this.holdDir, `held-${name}`);
+    return await until(
+      `a worker to stop at ${name}`,
+      () => {
+        let rec: { pid: number; workflowId: string | null; attempt: number | null };
+        try {
+          rec = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof rec;
+        } catch {
+          return undefined;
+        }
+        return !workflowId || rec.workflowId === workflowId ? rec : undefined;
+      },
+      timeoutMs,
+    );
+  }
+
+  // ---- Temporal server --------------------------------------------------------------------------
+
+  /** Kills the dev server (SIGKILL: a crash) and starts it again on the same SQLite file. */
+  async restartTemporal(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    await this.kill('temporal', signal);
+    await this.startPart('temporal');
+  }
+
+  // ---- reports and teardown ----------------------------------------------------------------------
+
+  logTail(part: Part, lines = 60): string {
+    try {
+      return fs.readFileSync(this.logFile(part), 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  }
+
+  allLogs(lines = 80): string {
+    return (['temporal', 'engine', 'host', 'storage'] as const)
+      .map((p) => `----- ${p} (${this.logFile(p)}) -----\n${this.logTail(p, lines)}`)
+      .join('\n');
+  }
+
+  /** Kills everything it started, closes its client and removes its directory (keeps it with `keep`). */
+  async stop(opts: { keep?: boolean } = {}): Promise<void> {
+    this.stopped = true;
+    for (const part of ['engine', 'host', 'storage', 'temporal'] as const) await this.kill(part, 'SIGKILL');
+    await this.connection?.close().catch(() => undefined);
+    if (!opts.keep) await fsp.rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+// ---- libvirtd ------------------------------------------------------------------------------------
+
+function ppidOf(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+/** vitest processes that are not part of this test run (another engineer's run on the same machine). */
+export async function foreignVitestPids(): Promise<number[]> {
+  const ancestors: number[] = [];
+  for (let p: number | undefined = process.pid; p && p > 1; p = ppidOf(p)) ancestors.push(p);
+  // The run's root: the outermost ancestor whose command line names vitest.
+  const root = [...ancestors].reverse().find((p) => cmdline(p).includes('vitest')) ?? process.pid;
+  const inRun = (pid: number): boolean => {
+    for (let p: number | undefined = pid; p && p > 1; p = ppidOf(p)) if (p === root) return true;
+    return ancestors.includes(pid);
+  };
+  const { stdout } = await exec('pgrep', ['-f', 'vitest']).catch(() => ({ stdout: '' }));
+  return stdout
+    .split('\n')
+    .map(Number)
+    .filter((pid) => pid > 0 && !inRun(pid) && cmdline(pid).includes('vitest'));
+}
+
+function libvirtdPid(): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync('/run/libvirtd.pid', 'utf8').trim());
+    return cmdline(pid).includes('libvirtd') ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function libvirtdAnswers(): Promise<boolean> {
+  return await exec('virsh', ['-q', '-c', 'qemu:///system', 'list']).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Restarts libvirtd as an operator would (SIGTERM, wait for the exit, `libvirtd -d`, wait until it
+ * answers). Running VMs survive (QEMU is not libvirtd's child); libvirtd reconnects to them.
+ * First waits until no other vitest run is active: they use the same libvirtd.
+ */
+export async function restartLibvirtd(log: (line: string) => void = () => undefined): Promise<void> {
+  await until(
+    'other vitest runs to finish before restarting libvirtd',
+    async () => {
+      const others = await foreignVitestPids();
+      if (others.length > 0) log(`libvirtd restart waits for vitest run(s) ${others.join(', ')}`);
+      return others.length === 0;
+    },
+    30 * 60_000,
+    2000,
+  );
+  const pid = libvirtdPid();
+  if (pid === undefined) throw new Error('libvirtd is not running (no /run/libvirtd.pid)');
+  process.kill(pid, 'SIGTERM');
+  await until('libvirtd to exit', () => cmdline(pid) === '', 60_000);
+  await exec('libvirtd', ['-d']);
+  await until('libvirtd to answer', libvirtdAnswers, 60_000, 100);
+}
