@@ -4,6 +4,7 @@
 // mergeDisk children).
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { Progress } from '../schemas/progress';
+import { Stage } from '../schemas/progress';
 import { formatBytes, formatDuration } from './output';
 import type { AnyProgress, CliStatus } from './workflows';
 import { describeOrUsage, heartbeatBytes, mapStatus, queryProgress } from './workflows';
@@ -103,20 +104,7 @@ export async function observe(
   return { workflowId: handle.workflowId, type: d.type, status, progress };
 }
 
-const STAGES = [
-  'validating',
-  'inspecting',
-  'starting',
-  'copying',
-  'ready',
-  'pivoting',
-  'verifying',
-  'recording',
-  'deleting',
-  'done',
-  'failed',
-  'cancelled',
-];
+const STAGES: readonly string[] = Stage.options;
 
 const BAR = 28;
 function bar(cur: number, end: number, done: boolean): string {

@@ -3,18 +3,10 @@
 import { proxyActivities } from '@temporalio/workflow';
 import type { EngineActivities, HostActivities, StorageActivities } from '../activities/contracts';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
+import { FailureType } from '../schemas/progress';
 
-const NON_RETRYABLE = [
-  'InvalidRequest',
-  'VmNotFound',
-  'VmNotRunning',
-  'VmCrashed',
-  'ChainMismatch',
-  'SharedBase',
-  'MergeJobFailed',
-  'DeletionRefused',
-  'ImageInUse',
-];
+/** Every livemerge failure type names a cause that retrying cannot fix. */
+const NON_RETRYABLE: string[] = FailureType.options.filter((t) => t !== 'Cancelled');
 /**
  * Every activity is heartbeated by its worker while it runs (src/workers/liveness-interceptor.ts): an
  * agent that dies mid-activity is noticed within this timeout and the activity retried on a live agent,
