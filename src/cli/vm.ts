@@ -9,7 +9,7 @@ import type { Config } from '../config';
 import { loadConfig } from '../config';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
 import type { Domain, LibvirtConnection } from '../libvirt';
-import { DomainUndefineFlags, isNoDomainError } from '../libvirt';
+import { DomainUndefineFlags, isNoDomainError, readDomainXmls } from '../libvirt';
 import { StorageDomain } from '../storage/storage-domain';
 import type { VolumeInfo } from '../storage/storage-domain';
 import { diskSizeArg, intArg, uuidArg, vmNameArg, vmRefArg } from './args';
@@ -240,16 +240,18 @@ async function deleteImage(sd: StorageDomain, imageId: string): Promise<string[]
 }
 
 /** Paths of every disk source and backing store of a domain, live and persistent. */
+function chainEntries(xml: string): Array<{ target: string; device: string; path: string | null }> {
+  return parseDomainDiskChains(xml).flatMap((d) =>
+    d.chain.map((e) => ({ target: d.target, device: d.device, path: e.path })),
+  );
+}
+
 async function domainPaths(
   dom: Domain,
 ): Promise<Array<{ target: string; device: string; path: string | null }>> {
   const xmls = [await dom.xml({ inactive: true })];
   if (await dom.isActive()) xmls.push(await dom.xml());
-  return xmls.flatMap((x) =>
-    parseDomainDiskChains(x).flatMap((d) =>
-      d.chain.map((e) => ({ target: d.target, device: d.device, path: e.path })),
-    ),
-  );
+  return xmls.flatMap(chainEntries);
 }
 
 async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): Promise<VmDeleteResult> {
@@ -269,25 +271,16 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
       images.set(r.imageId, { storageDomainId: r.storageDomainId, imageId: r.imageId });
     }
     // ... and no other domain uses any of these images.
-    for (const other of await conn.listDomains()) {
+    for (const other of await readDomainXmls(conn)) {
       if (other.uuid === vmId) continue;
-      let od: Domain;
-      try {
-        od = await conn.lookupByUuid(other.uuid);
-      } catch (err) {
-        if (isNoDomainError(err)) continue;
-        throw err;
-      }
-      try {
-        for (const e of await domainPaths(od)) {
+      for (const xml of [other.live, other.inactive]) {
+        for (const e of xml ? chainEntries(xml) : []) {
           const r = e.path ? volumeRefFromPath(config.storageRoot, e.path) : null;
           if (r && images.has(r.imageId))
             throw new UsageError(
-              `refusing to delete VM ${name}: VM ${od.name} also uses image ${r.imageId} (${e.path})`,
+              `refusing to delete VM ${name}: VM ${other.name} also uses image ${r.imageId} (${e.path})`,
             );
         }
-      } finally {
-        od.free();
       }
     }
     try {

@@ -22,6 +22,8 @@
 //   dom.free();
 //   await conn.close();
 export { LibvirtConnection } from './connection';
+export { readDomainXmls } from './domain-xmls';
+export type { DomainXmls } from './domain-xmls';
 export type { DomainSummary, OpenOptions } from './connection';
 export { Domain } from './domain';
 export type { DomainStateInfo, XmlOptions } from './domain';

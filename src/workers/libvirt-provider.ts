@@ -1,7 +1,7 @@
 // One libvirt connection per agent, opened lazily and reopened when libvirtd restarted (activities that
 // failed meanwhile are retried by Temporal and find the new connection).
 import type { DomainXmls } from '../storage/deletion-guard';
-import { LibvirtConnection } from '../libvirt';
+import { LibvirtConnection, readDomainXmls } from '../libvirt';
 
 export interface LibvirtProvider {
   (): Promise<LibvirtConnection>;
@@ -31,22 +31,5 @@ export function libvirtProvider(uri: string): LibvirtProvider {
 
 /** Every domain's live (when running) and persistent XML: what the deletion guard checks against. */
 export function domainXmlSource(libvirt: () => Promise<LibvirtConnection>): () => Promise<DomainXmls[]> {
-  return async () => {
-    const conn = await libvirt();
-    const out: DomainXmls[] = [];
-    for (const d of await conn.listDomains()) {
-      const dom = await conn.lookupByUuid(d.uuid);
-      try {
-        const active = await dom.isActive();
-        out.push({
-          name: d.name,
-          ...(active ? { live: await dom.xml() } : {}),
-          inactive: await dom.xml({ inactive: true }),
-        });
-      } finally {
-        dom.free();
-      }
-    }
-    return out;
-  };
+  return async () => await readDomainXmls(await libvirt());
 }

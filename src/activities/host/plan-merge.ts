@@ -1,5 +1,6 @@
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import { diskForImage, inspectImage } from '../../inspect/inspect-image';
+import { readDomainXmls } from '../../libvirt/domain-xmls';
 import { StorageDomain } from '../../storage/storage-domain';
 import type { HostActivities, MergePlan } from '../contracts';
 import { nonRetryable } from '../failures';
@@ -99,17 +100,12 @@ async function assertNoOtherDomainUses(
   vmId: string,
   basePath: string,
 ): Promise<void> {
-  for (const d of await conn.listDomains()) {
+  for (const d of await readDomainXmls(conn)) {
     if (d.uuid === vmId) continue;
-    const dom = await conn.lookupByUuid(d.uuid);
-    try {
-      for (const inactive of [false, true]) {
-        const chains = parseDomainDiskChains(await dom.xml({ inactive }));
-        if (chains.some((c) => c.chain.some((e) => e.path === basePath)))
-          throw nonRetryable('SharedBase', `base ${basePath} is also used by VM ${d.name} (${d.uuid})`);
-      }
-    } finally {
-      dom.free();
+    for (const xml of [d.live, d.inactive]) {
+      const chains = xml ? parseDomainDiskChains(xml) : [];
+      if (chains.some((c) => c.chain.some((e) => e.path === basePath)))
+        throw nonRetryable('SharedBase', `base ${basePath} is also used by VM ${d.name} (${d.uuid})`);
     }
   }
 }

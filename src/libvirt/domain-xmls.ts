@@ -1,0 +1,41 @@
+import type { Domain } from './domain';
+import { isNoDomainError } from './errors';
+
+export interface DomainXmls {
+  name: string;
+  uuid: string;
+  /** Live XML of a running domain. */
+  live?: string;
+  /** Persistent (inactive) XML. */
+  inactive: string;
+}
+
+/**
+ * Every domain's live (when running) and persistent XML. A domain undefined while the scan runs is
+ * skipped: it no longer references anything.
+ */
+export async function readDomainXmls(conn: {
+  listDomains(): Promise<Array<{ name: string; uuid: string }>>;
+  lookupByUuid(uuid: string): Promise<Domain>;
+}): Promise<DomainXmls[]> {
+  const out: DomainXmls[] = [];
+  for (const d of await conn.listDomains()) {
+    try {
+      const dom = await conn.lookupByUuid(d.uuid);
+      try {
+        const live = (await dom.isActive()) ? await dom.xml() : undefined;
+        out.push({
+          name: d.name,
+          uuid: d.uuid,
+          ...(live ? { live } : {}),
+          inactive: await dom.xml({ inactive: true }),
+        });
+      } finally {
+        dom.free();
+      }
+    } catch (err) {
+      if (!isNoDomainError(err)) throw err;
+    }
+  }
+  return out;
+}
