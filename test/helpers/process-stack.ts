@@ -17,6 +17,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { temporal as proto } from '@temporalio/proto';
+import { pollUntil } from './poll';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
 import { REPO_ROOT } from '../../src/config';
 import { temporalHealthy } from '../../src/devstack/health';
@@ -56,24 +57,14 @@ async function freePort(): Promise<number> {
   });
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** Polls `check` every `everyMs` until it is truthy; throws after `timeoutMs` naming `what`. */
+/** pollUntil with the harness's argument order (what first) and a 50 ms default. */
 export async function until<T>(
   what: string,
   check: () => Promise<T | undefined | null | false> | T | undefined | null | false,
   timeoutMs: number,
   everyMs = 50,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await delay(everyMs);
-  }
+  return await pollUntil(check, timeoutMs, what, everyMs);
 }
 
 export interface ProcessStackOptions {

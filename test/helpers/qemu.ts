@@ -1,7 +1,7 @@
 // Shared helpers for tests that work on qcow2/raw image files with the QEMU tools: patterns written
 // and read with qemu-io, raw dumps and comparisons with qemu-img, dirty-bitmap maps through
 // qemu-nbd + nbdinfo. Every tool runs through execFile/spawn (no shell).
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -291,23 +291,9 @@ export function uncovered(
  * bitmaps stay 'in-use' (inconsistent), as after a crash inside qemu-img or of a VM.
  */
 export async function crashWhileOpen(file: string): Promise<void> {
-  const child = spawn('qemu-io', ['-f', 'qcow2', file], { stdio: ['pipe', 'pipe', 'pipe'] });
-  try {
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      child.once('error', reject);
-      child.once('exit', (c) => reject(new Error(`qemu-io exited early (${c}): ${out}`)));
-      child.stdout.setEncoding('utf8').on('data', (d: string) => {
-        out += d;
-        if (/read \d+\/\d+ bytes/.test(out)) resolve();
-      });
-      child.stdin.write('read 0 512\n');
-    });
-  } finally {
-    const gone = exited(child);
-    child.kill('SIGKILL');
-    await gone;
-  }
+  const { child, gone } = await openInQemuIo(file, 'qcow2');
+  child.kill('SIGKILL');
+  await gone;
 }
 
 /**
@@ -315,6 +301,20 @@ export async function crashWhileOpen(file: string): Promise<void> {
  * it and its backing chain) until close() quits it cleanly.
  */
 export async function holdOpen(file: string, format: ImgFormat): Promise<{ close: () => Promise<void> }> {
+  const { child, gone } = await openInQemuIo(file, format);
+  return {
+    close: async () => {
+      child.stdin.end('quit\n');
+      await gone;
+    },
+  };
+}
+
+/** A qemu-io process with `file` open read-write, once it has answered one read (so the open is done). */
+async function openInQemuIo(
+  file: string,
+  format: ImgFormat,
+): Promise<{ child: ChildProcessWithoutNullStreams; gone: Promise<void> }> {
   const child = spawn('qemu-io', ['-f', format, file], { stdio: ['pipe', 'pipe', 'pipe'] });
   const gone = exited(child);
   try {
@@ -333,10 +333,5 @@ export async function holdOpen(file: string, format: ImgFormat): Promise<{ close
     await gone;
     throw e;
   }
-  return {
-    close: async () => {
-      child.stdin.end('quit\n');
-      await gone;
-    },
-  };
+  return { child, gone };
 }
