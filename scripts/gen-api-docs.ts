@@ -54,7 +54,13 @@ const FAILURES: Record<FailureType, string> = {
     'unknown field), or names things that do not fit together (a volume not in the VM’s chain, base not an ' +
     'ancestor of top, base equal to top, a live forward merge into a non-leaf, a snapshot id already in use). ' +
     'Refused before any change.',
-  VmNotFound: 'No configured host (`LIVEMERGE_HOSTS`, or the `hostId` given) has a domain with this `vmId`.',
+  VmNotFound:
+    'Every configured host (`LIVEMERGE_HOSTS`, or the `hostId` given) answered, and none has a domain with this ' +
+    '`vmId`.',
+  HostUnreachable:
+    'A configured host did not answer while the VM was being located (its agent or libvirtd is down), none of ' +
+    'the hosts that answered runs the VM, and the engine’s locate timeout passed (`LIVEMERGE_LOCATE_TIMEOUT`, ' +
+    'default 300 s). Nothing was changed; run the operation again once the host answers.',
   VmNotRunning:
     'The VM’s run state changed under the operation (it stopped before a live snapshot, or started during a ' +
     'cold operation). createSnapshot discards the new leaves; the VM keeps its chain.',

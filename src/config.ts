@@ -11,6 +11,8 @@ export interface Config {
   hostId: string;
   /** Hosts the engine may find a VM on (LIVEMERGE_HOSTS, comma separated). */
   hosts: string[];
+  /** Seconds finding a VM waits for hosts that do not answer (LIVEMERGE_LOCATE_TIMEOUT, default 300). */
+  locateTimeoutSeconds: number;
   temporalUiUrl: string;
   auditLogFile: string;
 }
@@ -40,7 +42,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       .split(',')
       .map((h) => h.trim())
       .filter(Boolean),
+    locateTimeoutSeconds: positiveNumber('LIVEMERGE_LOCATE_TIMEOUT', env.LIVEMERGE_LOCATE_TIMEOUT, 300),
     temporalUiUrl: env.LIVEMERGE_UI_URL ?? 'http://localhost:8233',
     auditLogFile: path.resolve(env.LIVEMERGE_AUDIT_LOG ?? path.join(dataDir, 'audit.jsonl')),
   };
+}
+
+function positiveNumber(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new Error(`${name} must be a positive number of seconds, not ${value}`);
+  return n;
 }

@@ -88,6 +88,32 @@ export interface StartJobResult {
   status: 'started' | 'adopted' | 'already-done';
 }
 
+export interface AbortJobResult {
+  aborted: boolean;
+  /**
+   * The merge had passed its point of no return (an active commit pivoted, or a job that completed):
+   * it must be finished, not reported cancelled. Absent in results recorded before it existed.
+   */
+  merged?: boolean;
+}
+
+/** The live merge's host steps 3-6 as one unit (DESIGN "The host finishes what it started"). */
+export interface MergeOnHostInput extends JobRef {
+  bandwidthBytesPerSec?: number;
+  /** The path the disk's leaf has once the merge is done (step 6). */
+  expectedLeafPath: string;
+}
+
+/** How the unit found and left the job: the branches a retry took are visible in the history. */
+export interface MergeOnHostResult {
+  start: StartJobResult['status'];
+  pivot: 'pivoted' | 'already-pivoted' | 'none';
+  cur: number;
+  end: number;
+  /** The activity attempt that finished the unit (> 1: a retry resumed it). */
+  attempt: number;
+}
+
 export type WaitOutcome = 'ready' | 'completed' | 'vm-stopped' | 'failed';
 export interface WaitResult {
   outcome: WaitOutcome;
@@ -107,7 +133,13 @@ export interface HostActivities {
   startJob(input: JobRef & { bandwidthBytesPerSec?: number }): Promise<StartJobResult>;
   waitForJob(input: JobRef & { expect: 'ready' | 'completed' }): Promise<WaitResult>;
   pivot(input: JobRef): Promise<void>;
-  abortJob(input: JobRef): Promise<{ aborted: boolean }>;
+  abortJob(input: JobRef): Promise<AbortJobResult>;
+  /**
+   * Steps 3-6 on the VM's host without the engine between them: start or adopt the job, wait for it,
+   * pivot, verify. Reports each stage change to its workflow (signal `hostStage`). Cancellable until the
+   * pivot call reaches libvirt: then the job is aborted (and the abort awaited) and it ends cancelled.
+   */
+  mergeOnHost(input: MergeOnHostInput): Promise<MergeOnHostResult>;
   verifyMerged(input: JobRef & { expectedLeafPath: string }): Promise<void>;
   /** Live: external disk-only snapshot of all disks at once (REUSE_EXT onto pre-created volumes). */
   snapshotDisks(input: {
@@ -180,4 +212,6 @@ export interface AuditEvent {
 export interface EngineActivities {
   audit(event: AuditEvent): Promise<{ written: boolean }>;
   configuredHosts(): Promise<string[]>;
+  /** How long finding a VM waits for hosts that do not answer before HostUnreachable. */
+  locatePolicy(): Promise<{ timeoutSeconds: number }>;
 }

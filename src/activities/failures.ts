@@ -1,6 +1,7 @@
 // Typed errors from the primitives become ApplicationFailures whose `type` workflows and users act on.
 import { ApplicationFailure } from '@temporalio/common';
 import { LibvirtError } from '../libvirt/errors';
+import { isRetryableLibvirtError } from '../libvirt/retryable';
 import { StorageError } from '../storage/errors';
 
 const STORAGE_TO_FAILURE: Partial<Record<StorageError['code'], string>> = {
@@ -28,10 +29,20 @@ export function asFailure(err: unknown): never {
     throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
   }
   if (err instanceof LibvirtError) {
+    // The cause, as libvirt said it: code, its name, the failing call and libvirt's own message.
     throw ApplicationFailure.create({
       type: 'LibvirtError',
       message: err.message,
-      details: [{ code: err.code, domain: err.domain }],
+      nonRetryable: !isRetryableLibvirtError(err),
+      details: [
+        {
+          code: err.code,
+          codeName: err.codeName,
+          domain: err.domain,
+          function: err.functionName,
+          libvirtMessage: err.libvirtMessage,
+        },
+      ],
     });
   }
   throw err;

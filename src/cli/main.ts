@@ -1,6 +1,7 @@
 // `livemerge`: the command line. Exit 0 on success, 1 when the operation failed, 2 for bad usage or input.
 import { Command, CommanderError } from 'commander';
 import { registerAudit } from './audit';
+import { registerCancel } from './cancel';
 import { registerChain } from './chain';
 import { registerDemo } from './demo';
 import { registerDev } from './dev';
@@ -23,6 +24,7 @@ registerVm(program);
 registerSnapshot(program);
 registerMerge(program);
 registerStatus(program);
+registerCancel(program);
 registerChain(program);
 registerAudit(program);
 registerReconcile(program);

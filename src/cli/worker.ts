@@ -24,6 +24,7 @@ export function registerWorker(program: Command): void {
         activities: createEngineActivities({
           auditLog: new AuditLog(config.auditLogFile),
           hosts: config.hosts,
+          locateTimeoutSeconds: config.locateTimeoutSeconds,
         }),
       });
       await runUntilShutdown([w]);

@@ -28,6 +28,12 @@ export interface DiskChain {
   chain: ChainEntry[];
   /** True when the chain ends with an explicit empty <backingStore/> (nothing below the last entry). */
   complete: boolean;
+  /**
+   * Live XML of a disk with a mirroring block job (active commit, copy): libvirt's <mirror job ready>.
+   * `ready` is 'yes' once QEMU said the copy is synchronised (the only safe signal for a pivot: vdsm
+   * learnt that cur == end can be reported earlier), 'pivot' / 'abort' while one is in flight.
+   */
+  mirror?: { job: string | null; ready: string | null };
 }
 
 type XmlNode = Record<string, unknown>;
@@ -131,7 +137,10 @@ export function parseDomainDiskChains(xml: string): DiskChain[] {
         bs = b.backingStore;
       }
     }
-    disks.push({ target, device: attr(disk, 'device') ?? 'disk', format, chain, complete });
+    const entry: DiskChain = { target, device: attr(disk, 'device') ?? 'disk', format, chain, complete };
+    const mirror = node(asArray(disk.mirror)[0]);
+    if (mirror) entry.mirror = { job: attr(mirror, 'job') ?? null, ready: attr(mirror, 'ready') ?? null };
+    disks.push(entry);
   }
   return disks;
 }

@@ -50,5 +50,6 @@ export const FailureType = z.enum([
   'Cancelled',
   'SnapshotNotFound',
   'PartialFailure',
+  'HostUnreachable',
 ]);
 export type FailureType = z.infer<typeof FailureType>;

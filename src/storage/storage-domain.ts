@@ -41,6 +41,8 @@ export interface VolumeInfo extends VolumeMetadata {
 export interface StorageDomainOptions {
   lock?: LockOptions;
   qemuImg?: RunOptions;
+  /** Failure injection only: awaited first thing while an image lock is held (`purpose` names the caller). */
+  whileLocked?: (purpose: string) => Promise<void>;
 }
 
 export interface CreateImageInput {
@@ -147,7 +149,9 @@ export class StorageDomain {
   async withImageLock<T>(imageId: string, fn: () => Promise<T>, purpose = 'withImageLock'): Promise<T> {
     const dir = this.paths.imageDir(imageId);
     if (!(await this.paths.check(dir, 'dir'))) throw new ImageNotFound(imageId);
-    return withLock(this.paths.lockPath(imageId), fn, {
+    const whileLocked = this.opts.whileLocked;
+    const locked = whileLocked ? async () => (await whileLocked(purpose), await fn()) : fn;
+    return withLock(this.paths.lockPath(imageId), locked, {
       ...this.opts.lock,
       purpose: `${purpose} ${imageId}`,
     });

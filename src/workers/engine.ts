@@ -1,7 +1,7 @@
 import type { NativeConnection, WorkerOptions } from '@temporalio/worker';
 import { Worker } from '@temporalio/worker';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
-import { holdInterceptorsFromEnv } from './hold-interceptor';
+import { holdInterceptorsFromEnv } from '../testing/holds';
 import { livenessInterceptors } from './liveness-interceptor';
 
 export interface EngineWorkerOptions {

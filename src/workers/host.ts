@@ -4,7 +4,7 @@ import { createHostActivities } from '../activities/host';
 import { createStorageActivities } from '../activities/storage';
 import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import type { LibvirtConnection } from '../libvirt';
-import { holdInterceptorsFromEnv } from './hold-interceptor';
+import { breakpointFromEnv, holdInterceptorsFromEnv } from '../testing/holds';
 import { domainXmlSource } from './libvirt-provider';
 import { livenessInterceptors } from './liveness-interceptor';
 
@@ -21,12 +21,13 @@ export interface HostAgentOptions {
 
 /** A host agent: libvirt work on `livemerge-host-<id>`, and with the storage role, `livemerge-storage`. */
 export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[]> {
+  const breakpoint = breakpointFromEnv();
   const workers = [
     await Worker.create({
       connection: opts.connection,
       namespace: opts.namespace,
       taskQueue: hostTaskQueue(opts.hostId),
-      activities: createHostActivities(opts),
+      activities: createHostActivities({ ...opts, ...(breakpoint ? { breakpoint } : {}) }),
       interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
     }),
   ];
@@ -39,6 +40,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
         activities: createStorageActivities({
           storageRoot: opts.storageRoot,
           domainXmls: domainXmlSource(opts.libvirt),
+          ...(breakpoint ? { breakpoint } : {}),
         }),
         interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
       }),

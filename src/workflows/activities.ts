@@ -1,6 +1,6 @@
 // Activity proxies, one set per queue. Retries are unbounded where a crash of the agent, libvirtd or the
 // server must end in a resumed merge; the non-retryable failure types end the workflow instead.
-import { proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
 import type { EngineActivities, HostActivities, StorageActivities } from '../activities/contracts';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import { FailureType } from '../schemas/progress';
@@ -36,6 +36,18 @@ export function hostActivities(hostId: string) {
       heartbeatTimeout: '5s',
       retry: RETRY,
     }),
+    /**
+     * Host calls that may still be running in QEMU when a cancellation comes (the live merge unit, the
+     * snapshot call): the workflow waits for the host to finish or refuse before it compensates, so no
+     * compensation races a running operation.
+     */
+    settled: proxyActivities<HostActivities>({
+      taskQueue,
+      startToCloseTimeout: '7d',
+      heartbeatTimeout: '5s',
+      retry: RETRY,
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    }),
   };
 }
 
@@ -61,6 +73,15 @@ export const storageLong = proxyActivities<StorageActivities>({
   startToCloseTimeout: '7d',
   heartbeatTimeout: '10s',
   retry: RETRY,
+});
+
+/** Storage work a cancellation must wait for (a cold copy stops qemu-img; a volume being created). */
+export const storageSettled = proxyActivities<StorageActivities>({
+  taskQueue: STORAGE_TASK_QUEUE,
+  startToCloseTimeout: '7d',
+  heartbeatTimeout: '10s',
+  retry: RETRY,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
 
 export const engine = proxyActivities<EngineActivities>({

@@ -3,7 +3,7 @@ import { CancellationScope, isCancellation, uuid4 } from '@temporalio/workflow';
 import type { VolumeRef } from '../activities/contracts';
 import { CreateSnapshotInput } from '../schemas/inputs';
 import type { CreateSnapshotResult } from '../schemas/results';
-import { hostActivities, storage } from './activities';
+import { hostActivities, storage, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
 import { ProgressTracker } from './progress';
@@ -47,7 +47,7 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
     tracker.stage('starting');
     const leaves = [];
     for (const p of planned) {
-      const v = await storage.createVolume({
+      const v = await storageSettled.createVolume({
         ...p.leaf,
         parentId: p.frozen.volumeId,
         description: `leaf after snapshot ${snapshotId}`,
@@ -56,9 +56,10 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
       leaves.push({ target: p.target, newLeafPath: v.path, newLeafFormat: v.format });
     }
     tracker.stage('pivoting');
-    if (mode === 'live') await host.short.snapshotDisks({ vmId: input.vmId, disks: leaves });
+    // A cancellation waits for the host's call to end: a leaf QEMU may be opening is never unlinked.
+    if (mode === 'live') await host.settled.snapshotDisks({ vmId: input.vmId, disks: leaves });
     else
-      await host.short.setDiskSources({
+      await host.settled.setDiskSources({
         vmId: input.vmId,
         disks: leaves.map((l) => ({ target: l.target, path: l.newLeafPath, format: l.newLeafFormat })),
       });
@@ -77,27 +78,30 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
     });
     throw err;
   }
-  tracker.stage('recording');
-  for (const p of planned)
-    await storage.setSnapshotId({
-      ...p.frozen,
+  // The VM uses the new leaves: the snapshot exists, whatever cancellation came meanwhile.
+  return await CancellationScope.nonCancellable(async () => {
+    tracker.stage('recording');
+    for (const p of planned)
+      await storage.setSnapshotId({
+        ...p.frozen,
+        snapshotId,
+        ...(input.description !== undefined ? { description: input.description } : {}),
+      });
+    tracker.stage('done');
+    const result: CreateSnapshotResult = {
+      vmId: input.vmId,
       snapshotId,
-      ...(input.description !== undefined ? { description: input.description } : {}),
-    });
-  tracker.stage('done');
-  const result: CreateSnapshotResult = {
-    vmId: input.vmId,
-    snapshotId,
-    hostId: located.hostId,
-    mode,
-    disks: planned.map((p) => ({
-      target: p.target,
-      storageDomainId: p.frozen.storageDomainId,
-      imageId: p.frozen.imageId,
-      frozenVolumeId: p.frozen.volumeId,
-      leafVolumeId: p.leaf.volumeId,
-    })),
-  };
-  await audit('completed', input.vmId, located.hostId, { ...result });
-  return result;
+      hostId: located.hostId,
+      mode,
+      disks: planned.map((p) => ({
+        target: p.target,
+        storageDomainId: p.frozen.storageDomainId,
+        imageId: p.frozen.imageId,
+        frozenVolumeId: p.frozen.volumeId,
+        leafVolumeId: p.leaf.volumeId,
+      })),
+    };
+    await audit('completed', input.vmId, located.hostId, { ...result });
+    return result;
+  });
 }

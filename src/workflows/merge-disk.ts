@@ -1,43 +1,51 @@
 // mergeDisk: the merge of one disk, live (libvirt block job) or cold (qemu-img), DESIGN.md's nine steps.
+// Reads like the source document's live_merge(): validate, inspect, start, wait, pivot, verify, record,
+// delete, audit, each failure branch where it happens. The live steps 3-6 run on the VM's host as one
+// unit (mergeOnHost) that needs no engine between them.
 import {
   CancellationScope,
   getExternalWorkflowHandle,
   isCancellation,
+  patched,
+  setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { ExternalWorkflowHandle } from '@temporalio/workflow';
 import type { JobRef, MergePlan } from '../activities/contracts';
 import { MergeDiskInput } from '../schemas/inputs';
-import type { Progress } from '../schemas/progress';
+import { Stage } from '../schemas/progress';
 import type { MergeDiskResult } from '../schemas/results';
-import { hostActivities, storage, storageLong } from './activities';
+import { hostActivities, storage, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
-import { fail, failureType, parseInput } from './failures';
+import { failureType, parseInput } from './failures';
+import { mergeDiskV1 } from './merge-disk-v1';
 import { ProgressTracker } from './progress';
-import { diskProgressSignal } from './signals';
+import { diskProgressSignal, hostStageSignal } from './signals';
 
 export type { MergeDiskResult };
 
-export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
-  const parent = parentHandle();
-  let lastTarget = '';
-  let imageId = '';
-  const tracker = new ProgressTracker('mergeDisk', (p: Progress) => {
-    // A removeSnapshot parent shows each disk's progress: one signal per stage change, not per second.
-    if (parent)
-      parent
-        .signal(diskProgressSignal, { imageId, target: lastTarget, progress: { ...p } })
-        .catch(() => undefined);
-  });
-  const input = validated(tracker, () => parseInput(MergeDiskInput, raw));
-  imageId = input.imageId;
-  tracker.vm(input.vmId);
+/** Merges started before the host unit existed replay (and finish) on the code they started with. */
+const HOST_UNIT_PATCH = 'livemerge-merge-on-host';
 
+type Input = ReturnType<typeof MergeDiskInput.parse>;
+type Host = ReturnType<typeof hostActivities>;
+
+export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
+  if (!patched(HOST_UNIT_PATCH)) return await mergeDiskV1(raw);
+
+  // 1. Validate: a bad input ends here, before any side effect.
+  const tracker = new ProgressTracker('mergeDisk');
+  const input = validated(tracker, () => parseInput(MergeDiskInput, raw));
+  tracker.vm(input.vmId);
+  const toParent = parentReporter(input.imageId, tracker);
+
+  // 2. Inspect, on the VM's host: the plan is decided once against the VM's real chains.
   tracker.stage('inspecting');
-  const located = await locateHost(input.vmId, input.hostId);
-  const host = hostActivities(located.hostId);
+  let hostId: string | null = null;
   let plan: MergePlan;
+  let host: Host;
   try {
+    hostId = (await locateHost(input.vmId, input.hostId)).hostId;
+    host = hostActivities(hostId);
     plan = await host.short.planMerge({
       vmId: input.vmId,
       storageDomainId: input.storageDomainId,
@@ -47,63 +55,37 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
       direction: input.direction,
     });
   } catch (err) {
-    tracker.stage('failed');
-    await audit('failed', input.vmId, located.hostId, {
-      stage: 'inspecting',
-      input,
-      failureType: failureType(err),
-    });
+    // A VM found nowhere is not audited (there is no VM to speak of); a refused plan is.
+    const detail = { stage: 'inspecting', input };
+    await concluded(err, tracker, hostId === null ? null : { vmId: input.vmId, hostId, detail });
     throw err;
   }
-  lastTarget = plan.diskTarget;
-  tracker.host(located.hostId, plan.mode);
+  toParent.target = plan.diskTarget;
+  tracker.host(hostId, plan.mode);
   tracker.bytes(0, plan.capacity);
-
   const summary = {
     input,
     mode: plan.mode,
     removedVolumeIds: plan.removedVolumeIds,
     diskTarget: plan.diskTarget,
   };
-  await audit('started', input.vmId, located.hostId, summary);
-  const job: JobRef = {
-    vmId: input.vmId,
-    diskTarget: plan.diskTarget,
-    jobKind: plan.jobKind,
-    basePath: plan.basePath,
-    topPath: plan.topPath,
-    removedPaths: plan.chain.filter((v) => plan.removedVolumeIds.includes(v.volumeId)).map((v) => v.path),
-  };
+  const job = jobOf(input, plan);
 
   try {
-    // Until the point of no return (pivot, or a completed job), a cancellation aborts the job and the
-    // chain stays as it was.
-    await CancellationScope.cancellable(async () => {
-      if (plan.mode === 'cold') return;
-      tracker.stage('starting');
-      const start = await host.short.startJob({ ...job, bandwidthBytesPerSec: input.bandwidthBytesPerSec });
-      if (start.status === 'already-done') return;
-      tracker.stage('copying');
-      const waited = await host.wait.waitForJob({
-        ...job,
-        expect: plan.jobKind === 'active-commit' ? 'ready' : 'completed',
-      });
-      tracker.bytes(waited.cur, waited.end);
-      if (waited.outcome === 'vm-stopped')
-        fail(
-          'VmCrashed',
-          `VM ${input.vmId} stopped during the merge; its chain is unchanged and valid`,
-          waited,
-        );
-      if (waited.outcome === 'failed')
-        fail('MergeJobFailed', `block job failed: ${waited.detail ?? ''}`, waited);
-      if (waited.outcome === 'ready') tracker.stage('ready');
-    });
-
-    await CancellationScope.nonCancellable(async () => {
-      const expectedLeafPath = await finishData(plan, job, input, tracker, host);
-      tracker.stage('verifying');
-      await host.short.verifyMerged({ ...job, expectedLeafPath });
+    await audit('started', input.vmId, hostId, summary);
+    // 3-6 (live) or the qemu-img copy (cold): cancellable until the point of no return, which the host
+    // decides (the pivot call reaching libvirt, a completed job, a finished copy).
+    let verified: boolean;
+    try {
+      verified = await CancellationScope.cancellable(() => moveData(input, plan, job, host, tracker));
+    } catch (err) {
+      if (!isCancellation(err) || !(await mergedAfterAll(plan, job, host))) throw err;
+      verified = false; // cancelled too late: the merge is done and is finished, not reported cancelled
+    }
+    // From here on a cancellation is ignored: the rest of the merge always runs to its end.
+    return await CancellationScope.nonCancellable(async () => {
+      if (!verified) await verify(input, plan, job, host, tracker);
+      // 7. Record.
       tracker.stage('recording');
       await storage.recordMerge({
         storageDomainId: input.storageDomainId,
@@ -114,6 +96,7 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
         removedVolumeIds: plan.removedVolumeIds,
         childOfTopId: plan.childOfTopId,
       });
+      // 8. Delete, each volume behind the guard.
       tracker.stage('deleting');
       await storage.deleteVolumes({
         storageDomainId: input.storageDomainId,
@@ -122,69 +105,130 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
       });
       tracker.removed(plan.removedVolumeIds);
       tracker.bytes(plan.capacity, plan.capacity);
+      // 9. Audit.
+      tracker.stage('done');
+      await audit('completed', input.vmId, hostId, summary);
+      return {
+        vmId: input.vmId,
+        imageId: input.imageId,
+        hostId,
+        mode: plan.mode,
+        direction: input.direction,
+        removedVolumeIds: plan.removedVolumeIds,
+      };
     });
   } catch (err) {
-    await CancellationScope.nonCancellable(async () => {
-      if (isCancellation(err)) {
-        if (plan.mode === 'live') await host.short.abortJob(job);
-        tracker.stage('cancelled');
-        await audit('cancelled', input.vmId, located.hostId, summary);
-      } else {
-        tracker.stage('failed');
-        await audit('failed', input.vmId, located.hostId, {
-          ...summary,
-          failureType: failureType(err) ?? 'Unknown',
-          message: err instanceof Error ? err.message : String(err),
-        });
-      }
-    });
+    // The one failure audit of a started merge: cancelled (chain unchanged) or failed (with its cause).
+    await concluded(err, tracker, { vmId: input.vmId, hostId, detail: summary });
     throw err;
   }
-
-  tracker.stage('done');
-  await audit('completed', input.vmId, located.hostId, summary);
-  return {
-    vmId: input.vmId,
-    imageId: input.imageId,
-    hostId: located.hostId,
-    mode: plan.mode,
-    direction: input.direction,
-    removedVolumeIds: plan.removedVolumeIds,
-  };
 }
 
-/** The data movement after the point of no return; returns the path the disk's leaf must have afterwards. */
-async function finishData(
-  plan: MergePlan,
-  job: JobRef,
-  input: ReturnType<typeof MergeDiskInput.parse>,
-  tracker: ProgressTracker,
-  host: ReturnType<typeof hostActivities>,
-): Promise<string> {
-  const leaf = plan.chain[plan.chain.length - 1]!;
-  const newLeafPath = input.direction === 'backward' && plan.topIsLeaf ? plan.basePath : leaf.path;
-  if (plan.mode === 'live') {
-    if (plan.jobKind === 'active-commit') {
-      tracker.stage('pivoting');
-      await host.short.pivot(job);
-    }
-    return newLeafPath;
+/**
+ * Live: the host unit (steps 3-6), which reports its stages. Cold: qemu-img on the storage role.
+ * Returns whether the result is already verified (step 6).
+ */
+async function moveData(input: Input, plan: MergePlan, job: JobRef, host: Host, tracker: ProgressTracker) {
+  if (plan.mode === 'cold') {
+    tracker.stage('copying');
+    await storageSettled.coldMerge({ ...input, plan });
+    return false;
   }
-  tracker.stage('copying');
-  await storageLong.coldMerge({ ...input, plan });
-  if (newLeafPath !== leaf.path) {
+  tracker.stage('starting');
+  let onHost = true;
+  setHandler(hostStageSignal, (r) => {
+    // Reports only move forward, and only while the unit runs (a late one from a dead attempt is stale).
+    if (!onHost || Stage.options.indexOf(r.stage) <= Stage.options.indexOf(tracker.state.stage)) return;
+    tracker.stage(r.stage);
+    tracker.bytes(r.cur, r.end);
+  });
+  try {
+    const done = await host.settled.mergeOnHost({
+      ...job,
+      expectedLeafPath: newLeafPath(input, plan),
+      ...(input.bandwidthBytesPerSec ? { bandwidthBytesPerSec: input.bandwidthBytesPerSec } : {}),
+    });
+    tracker.bytes(done.end, done.end);
+    return true;
+  } finally {
+    onHost = false;
+  }
+}
+
+/**
+ * A cancelled merge: the host aborts any job left without pivot, and says whether the merge had already
+ * passed its point of no return (e.g. an attempt that pivoted and died before it could report).
+ */
+async function mergedAfterAll(plan: MergePlan, job: JobRef, host: Host): Promise<boolean> {
+  if (plan.mode === 'cold') return false;
+  const res = await CancellationScope.nonCancellable(() => host.short.abortJob(job));
+  return res.merged === true;
+}
+
+/** Step 6 when the host unit did not do it: a cold merge (after pointing the definition at base). */
+async function verify(input: Input, plan: MergePlan, job: JobRef, host: Host, tracker: ProgressTracker) {
+  const expectedLeafPath = newLeafPath(input, plan);
+  const leaf = plan.chain[plan.chain.length - 1]!;
+  if (plan.mode === 'cold' && expectedLeafPath !== leaf.path) {
     const base = plan.chain.find((v) => v.volumeId === input.baseVolumeId)!;
     await host.short.setDiskSources({
       vmId: input.vmId,
-      disks: [{ target: plan.diskTarget, path: newLeafPath, format: base.format }],
+      disks: [{ target: plan.diskTarget, path: expectedLeafPath, format: base.format }],
     });
   }
-  return newLeafPath;
+  tracker.stage('verifying');
+  await host.short.verifyMerged({ ...job, expectedLeafPath });
 }
 
-function parentHandle(): ExternalWorkflowHandle | undefined {
-  const p = workflowInfo().parent;
-  return p && workflowInfo().workflowType === 'mergeDisk'
-    ? getExternalWorkflowHandle(p.workflowId, p.runId)
-    : undefined;
+function jobOf(input: Input, plan: MergePlan): JobRef {
+  return {
+    vmId: input.vmId,
+    diskTarget: plan.diskTarget,
+    jobKind: plan.jobKind,
+    basePath: plan.basePath,
+    topPath: plan.topPath,
+    removedPaths: plan.chain.filter((v) => plan.removedVolumeIds.includes(v.volumeId)).map((v) => v.path),
+  };
+}
+
+/** The disk's leaf once merged: base after committing the active leaf, else the leaf it has. */
+function newLeafPath(input: Input, plan: MergePlan): string {
+  const leaf = plan.chain[plan.chain.length - 1]!;
+  return input.direction === 'backward' && plan.topIsLeaf ? plan.basePath : leaf.path;
+}
+
+/** A merge that did not complete: its stage, and one audit event (cancelled, or failed with its cause). */
+async function concluded(
+  err: unknown,
+  tracker: ProgressTracker,
+  audited: { vmId: string; hostId: string; detail: Record<string, unknown> } | null,
+): Promise<void> {
+  await CancellationScope.nonCancellable(async () => {
+    const cancelled = isCancellation(err);
+    tracker.stage(cancelled ? 'cancelled' : 'failed');
+    if (!audited) return;
+    await audit(cancelled ? 'cancelled' : 'failed', audited.vmId, audited.hostId, {
+      ...audited.detail,
+      ...(cancelled
+        ? {}
+        : {
+            failureType: failureType(err) ?? 'Unknown',
+            message: err instanceof Error ? err.message : String(err),
+          }),
+    });
+  });
+}
+
+/** A parent workflow (removeSnapshot) shows each disk's progress: one signal per stage change. */
+function parentReporter(imageId: string, tracker: ProgressTracker): { target: string } {
+  const to = { target: '' };
+  const parent = workflowInfo().parent;
+  if (!parent) return to;
+  const handle = getExternalWorkflowHandle(parent.workflowId, parent.runId);
+  tracker.onStageChange((p) => {
+    handle
+      .signal(diskProgressSignal, { imageId, target: to.target, progress: { ...p } })
+      .catch(() => undefined);
+  });
+  return to;
 }

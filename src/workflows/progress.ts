@@ -28,11 +28,16 @@ export class ProgressTracker {
 
   constructor(
     private readonly title: string,
-    private readonly onStage?: (p: Progress) => void,
+    private onStage?: (p: Progress) => void,
     register = true,
   ) {
     if (register) setHandler(progressQuery, () => this.state);
     this.publish();
+  }
+
+  /** Calls `fn` after each stage change from now on (e.g. to tell a parent workflow). */
+  onStageChange(fn: (p: Progress) => void): void {
+    this.onStage = fn;
   }
 
   vm(vmId: string): void {

@@ -1,6 +1,11 @@
 import { defineSignal } from '@temporalio/workflow';
+import type { HostStageReport } from '../common/host-stage';
+import { HOST_STAGE_SIGNAL } from '../common/host-stage';
 import type { Progress } from '../schemas/progress';
 
 /** mergeDisk → its removeSnapshot parent, on each stage change. */
 export const diskProgressSignal =
   defineSignal<[{ imageId: string; target: string; progress: Progress }]>('diskProgress');
+
+/** mergeOnHost (the host unit) → its mergeDisk, on each stage change on the host. */
+export const hostStageSignal = defineSignal<[HostStageReport]>(HOST_STAGE_SIGNAL);

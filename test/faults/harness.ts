@@ -86,7 +86,10 @@ export interface Cell {
   offsetMs?: number;
 }
 
-/** Where the merge is stopped for a stage; after the pivot, the step the faulty part itself runs. */
+/**
+ * Where the merge is stopped for a stage; after the pivot, the step the faulty part itself runs. startJob,
+ * pivot and verifyMerged are breakpoints inside the host unit (mergeOnHost), at the same steps.
+ */
 export function holdFor(fault: Fault, stage: StageName): string | undefined {
   switch (stage) {
     case 'before-job':
@@ -403,7 +406,12 @@ async function reachStage(
       expect(info).not.toBeNull();
       expect(info!.end).toBeGreaterThan(0);
       expect(info!.cur).toBe(info!.end); // READY: mirroring, waiting for the pivot
-      expect((await progressOf(handle))?.stage).toBe('pivoting');
+      // The host unit reports READY to the workflow (a signal): the query shows it once it arrived.
+      await until(
+        'the merge to report READY',
+        async () => (await progressOf(handle))?.stage === 'ready',
+        10_000,
+      );
       break;
     }
     case 'after-pivot':

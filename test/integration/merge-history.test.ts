@@ -1,5 +1,6 @@
 // A merge's workflow history must not grow with its duration: waiting is one heartbeating activity,
-// progress goes into heartbeats, not into events.
+// progress goes into heartbeats, not into events; the host reports each stage once.
+import { temporal } from '@temporalio/proto';
 import { describe, expect, it } from 'vitest';
 import { writeThroughGuest } from '../helpers/data';
 import type { Stack } from '../helpers/stack';
@@ -28,7 +29,11 @@ async function timedMerge(
   await handle.result();
   const seconds = (Date.now() - t0) / 1000;
   const events = (await handle.fetchHistory()).events ?? [];
-  return { seconds, events: events.length, types: events.map((e) => String(e.eventType)) };
+  return {
+    seconds,
+    events: events.length,
+    types: events.map((e) => temporal.api.enums.v1.EventType[e.eventType ?? 0] ?? String(e.eventType)),
+  };
 }
 
 describe('workflow history size', () => {
@@ -40,8 +45,17 @@ describe('workflow history size', () => {
       const [short, long] = await Promise.all([timedMerge(s, 1), timedMerge(s, 60)]);
       expect(short.seconds).toBeLessThan(10);
       expect(long.seconds).toBeGreaterThan(55);
-      expect(long.events).toBe(short.events);
-      expect(long.types).toEqual(short.types);
+      // The same events, but for how the host's stage reports happened to share workflow tasks and
+      // interleave with them (a short merge's reports may arrive together): counted by type.
+      const steps = (types: string[]) => {
+        const n: Record<string, number> = {};
+        for (const t of types) if (!t.includes('WORKFLOW_TASK')) n[t] = (n[t] ?? 0) + 1;
+        return n;
+      };
+      expect(steps(long.types)).toEqual(steps(short.types));
+      const reports = short.types.filter((t) => t.includes('SIGNALED')).length;
+      expect(reports).toBeGreaterThan(0);
+      expect(Math.abs(long.events - short.events)).toBeLessThanOrEqual(3 * reports);
     },
   );
 });

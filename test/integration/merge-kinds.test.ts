@@ -93,11 +93,12 @@ describe('merge kinds (live)', () => {
         const events = history.events ?? [];
         const scheduled = (type: string) =>
           events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
-        const start = scheduled('startJob')!;
-        const wait = scheduled('waitForJob')!;
+        // The host unit (start, wait, pivot, verify) of each disk.
+        const start = scheduled('mergeOnHost')!;
         const done = events.find(
           (e) =>
-            e.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === wait.eventId?.toString(),
+            e.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() ===
+            start.eventId?.toString(),
         )!;
         const ms = (e: typeof start) =>
           Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);

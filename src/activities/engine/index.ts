@@ -4,6 +4,8 @@ import type { EngineActivities } from '../contracts';
 export interface EngineActivityDeps {
   auditLog: AuditLog;
   hosts: string[];
+  /** LIVEMERGE_LOCATE_TIMEOUT: seconds a VM's location waits for hosts that do not answer. */
+  locateTimeoutSeconds?: number;
 }
 
 /** Engine-side activities on `livemerge-engine`. */
@@ -13,5 +15,7 @@ export function createEngineActivities(deps: EngineActivityDeps): EngineActiviti
     audit: (event) => deps.auditLog.append(event),
     /** Read-only. */
     configuredHosts: () => Promise.resolve(deps.hosts),
+    /** Read-only. */
+    locatePolicy: () => Promise.resolve({ timeoutSeconds: deps.locateTimeoutSeconds ?? 300 }),
   };
 }

@@ -1,6 +1,7 @@
 import { BlockJobType } from '../../libvirt/constants';
 import type { Domain } from '../../libvirt/domain';
-import type { HostActivities, JobKind, JobRef } from '../contracts';
+import { isNotReadyForPivot } from '../../libvirt/retryable';
+import type { AbortJobResult, HostActivities, JobKind, JobRef, StartJobResult } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
 import { diskChain, isActive, stateOf, withVm } from './vm';
@@ -10,6 +11,10 @@ const JOB_TYPE: Record<JobKind, number> = {
   'active-commit': BlockJobType.ACTIVE_COMMIT,
   pull: BlockJobType.PULL,
 };
+
+/** libvirt refuses a pivot until the mirror is synchronised; it is tried again this often, this long. */
+const PIVOT_RETRY_MS = 200;
+const PIVOT_RETRY_FOR_MS = 60_000;
 
 /** True when no path the job removes is left in the disk's live chain. */
 export async function jobWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
@@ -22,71 +27,106 @@ export async function jobWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
  * Step 3. Idempotent: a job of the same kind already running on the disk is adopted; a chain that no
  * longer holds the removed volumes means the job already did its work.
  */
+export async function startOrAdopt(
+  dom: Domain,
+  job: JobRef,
+  bandwidthBytesPerSec = 0,
+): Promise<StartJobResult['status']> {
+  if (!isActive(await stateOf(dom)))
+    throw nonRetryable('VmCrashed', `VM ${job.vmId} is not running: the merge cannot start`);
+  const info = await dom.blockJobInfo(job.diskTarget);
+  if (info) {
+    if (info.type === JOB_TYPE[job.jobKind]) return 'adopted';
+    throw nonRetryable('MergeInProgress', `another block job (type ${info.type}) runs on ${job.diskTarget}`);
+  }
+  if (await jobWorkDone(dom, job)) return 'already-done';
+  if (job.jobKind === 'pull')
+    await dom.blockRebase(job.diskTarget, job.basePath || null, bandwidthBytesPerSec, {
+      relative: job.basePath !== '',
+    });
+  else
+    await dom.blockCommit(job.diskTarget, job.basePath, job.topPath, bandwidthBytesPerSec, {
+      active: job.jobKind === 'active-commit',
+      relative: true,
+    });
+  return 'started';
+}
+
+/**
+ * Step 5. Idempotent: a disk whose source already is the base has pivoted. A pivot refused because the
+ * mirror is not synchronised yet (BLOCK_COPY_ACTIVE) is tried again, as vdsm does, not failed.
+ */
+export async function pivotDisk(dom: Domain, job: JobRef): Promise<'pivoted' | 'already-pivoted'> {
+  const source = async () => (await diskChain(dom, job.diskTarget, false))?.[0];
+  // A stopped VM has no job, and libvirt refuses to look for one (it would fail, retried forever): it
+  // either pivoted before it stopped (its definition names the base) or crashed before the pivot.
+  if (!isActive(await stateOf(dom))) {
+    if ((await source()) === job.basePath) return 'already-pivoted';
+    throw nonRetryable('VmCrashed', `VM ${job.vmId} stopped before the pivot`);
+  }
+  const info = await dom.blockJobInfo(job.diskTarget);
+  if (!info) {
+    if ((await source()) === job.basePath) return 'already-pivoted';
+    throw nonRetryable('MergeJobFailed', `no block job to pivot on ${job.diskTarget}`);
+  }
+  for (const started = Date.now(); ;) {
+    try {
+      // Without ASYNC, libvirt returns once QEMU has switched the disk to the base.
+      await dom.blockJobAbort(job.diskTarget, { pivot: true });
+      break;
+    } catch (err) {
+      if (!isNotReadyForPivot(err) || Date.now() - started > PIVOT_RETRY_FOR_MS) throw err;
+      await new Promise((r) => setTimeout(r, PIVOT_RETRY_MS));
+    }
+  }
+  const now = await source();
+  if (now !== job.basePath) throw new Error(`after the pivot ${job.diskTarget} reads from ${now}`);
+  return 'pivoted';
+}
+
+/**
+ * Cancellation before the point of no return: the job is aborted without a pivot, and the abort awaited.
+ * Idempotent: no job on the disk means nothing to abort. `merged` tells whether the merge had already
+ * passed the point of no return (pivoted, or a job that completed): then the merge must be finished.
+ */
+export async function abortDisk(dom: Domain, job: JobRef): Promise<AbortJobResult> {
+  if (!isActive(await stateOf(dom))) {
+    // A stopped VM's definition names the base only if it pivoted before it stopped.
+    const source = (await diskChain(dom, job.diskTarget, true))?.[0];
+    return { aborted: false, merged: job.jobKind === 'active-commit' && source === job.basePath };
+  }
+  let aborted = false;
+  if (await dom.blockJobInfo(job.diskTarget)) {
+    // Without ASYNC, libvirt returns once QEMU has ended the job; the chain is then as it was.
+    await dom.blockJobAbort(job.diskTarget, {});
+    aborted = true;
+  }
+  if (await dom.blockJobInfo(job.diskTarget))
+    throw new Error(`a block job is still on ${job.diskTarget} after the abort`);
+  return { aborted, merged: await jobWorkDone(dom, job) };
+}
+
 export function makeStartJob(deps: HostActivityDeps): HostActivities['startJob'] {
   return async (input) =>
-    withVm(await deps.libvirt(), input.vmId, async (dom) => {
-      if (!isActive(await stateOf(dom)))
-        throw nonRetryable('VmCrashed', `VM ${input.vmId} is not running: the merge cannot start`);
-      const info = await dom.blockJobInfo(input.diskTarget);
-      if (info) {
-        if (info.type === JOB_TYPE[input.jobKind]) return { status: 'adopted' as const };
-        throw nonRetryable(
-          'MergeInProgress',
-          `another block job (type ${info.type}) runs on ${input.diskTarget}`,
-        );
-      }
-      if (await jobWorkDone(dom, input)) return { status: 'already-done' as const };
-      const bw = input.bandwidthBytesPerSec ?? 0;
-      if (input.jobKind === 'pull')
-        await dom.blockRebase(input.diskTarget, input.basePath || null, bw, {
-          relative: input.basePath !== '',
-        });
-      else
-        await dom.blockCommit(input.diskTarget, input.basePath, input.topPath, bw, {
-          active: input.jobKind === 'active-commit',
-          relative: true,
-        });
-      return { status: 'started' as const };
-    });
+    withVm(await deps.libvirt(), input.vmId, async (dom) => ({
+      status: await startOrAdopt(dom, input, input.bandwidthBytesPerSec),
+    }));
 }
 
-/** Step 5. Idempotent: a disk whose source already is the base has pivoted. */
 export function makePivot(deps: HostActivityDeps): HostActivities['pivot'] {
-  return async (input) =>
-    withVm(await deps.libvirt(), input.vmId, async (dom) => {
-      const source = async () => (await diskChain(dom, input.diskTarget, false))?.[0];
-      // A stopped VM has no job, and libvirt refuses to look for one (it would fail, retried forever): it
-      // either pivoted before it stopped (its definition names the base) or crashed before the pivot.
-      if (!isActive(await stateOf(dom))) {
-        if ((await source()) === input.basePath) return;
-        throw nonRetryable('VmCrashed', `VM ${input.vmId} stopped before the pivot`);
-      }
-      const info = await dom.blockJobInfo(input.diskTarget);
-      if (!info) {
-        if ((await source()) === input.basePath) return;
-        throw nonRetryable('MergeJobFailed', `no block job to pivot on ${input.diskTarget}`);
-      }
-      // Without ASYNC, libvirt returns once QEMU has switched the disk to the base.
-      await dom.blockJobAbort(input.diskTarget, { pivot: true });
-      const now = await source();
-      if (now !== input.basePath) throw new Error(`after the pivot ${input.diskTarget} reads from ${now}`);
-    });
+  return async (input) => {
+    await withVm(await deps.libvirt(), input.vmId, (dom) => pivotDisk(dom, input));
+  };
 }
 
-/** Cancellation before the pivot. Idempotent: no job on the disk means nothing to abort. */
 export function makeAbortJob(deps: HostActivityDeps): HostActivities['abortJob'] {
   return async (input) => {
-    const conn = await deps.libvirt();
     try {
-      return await withVm(conn, input.vmId, async (dom) => {
-        if (!isActive(await stateOf(dom))) return { aborted: false };
-        if (!(await dom.blockJobInfo(input.diskTarget))) return { aborted: false };
-        await dom.blockJobAbort(input.diskTarget, {});
-        return { aborted: true };
-      });
+      return await withVm(await deps.libvirt(), input.vmId, (dom) => abortDisk(dom, input));
     } catch (err) {
-      // A VM that is gone has no job left to abort.
-      if (err instanceof Error && 'type' in err && err.type === 'VmNotFound') return { aborted: false };
+      // A VM that is gone has no job left to abort, and nothing merged that anyone could use.
+      if (err instanceof Error && 'type' in err && err.type === 'VmNotFound')
+        return { aborted: false, merged: false };
       throw err;
     }
   };

@@ -1,6 +1,7 @@
 // What host activities need from the outside world; the host agent wires the real libvirt connection.
 import type { BlockJobEvent, Disposer, LifecycleEventInfo, Listener } from '../../libvirt/events';
 import type { Domain } from '../../libvirt/domain';
+import type { Breakpoint } from '../breakpoints';
 
 export interface HostVm {
   name: string;
@@ -25,4 +26,6 @@ export interface HostActivityDeps {
   libvirt: LibvirtProvider;
   /** Poll interval of the block-job fallback (events are the fast path). */
   jobPollMs?: number;
+  /** Failure injection only (src/testing/holds.ts); default: none. */
+  breakpoint?: Breakpoint;
 }

@@ -3,6 +3,7 @@ import { typed } from '../failures';
 import { makeAbortJob, makePivot, makeStartJob } from './block-job';
 import type { HostActivityDeps } from './deps';
 import { makeDescribeVm, makeListVms, makeLocateVm } from './list-vms';
+import { makeMergeOnHost } from './merge-on-host';
 import { makePlanMerge } from './plan-merge';
 import { makeSetDiskSources, makeSnapshotDisks } from './snapshot';
 import { makeVerifyMerged } from './verify';
@@ -20,6 +21,7 @@ export function createHostActivities(deps: HostActivityDeps): HostActivities {
     startJob: typed(makeStartJob(deps)),
     waitForJob: typed(makeWaitForJob(deps)),
     pivot: typed(makePivot(deps)),
+    mergeOnHost: typed(makeMergeOnHost(deps)),
     abortJob: typed(makeAbortJob(deps)),
     verifyMerged: typed(makeVerifyMerged(deps)),
     snapshotDisks: typed(makeSnapshotDisks(deps)),

@@ -84,3 +84,9 @@ export async function diskChain(dom: Domain, target: string, inactive: boolean):
   const disk = parseDomainDiskChains(await dom.xml({ inactive })).find((d) => d.target === target);
   return disk ? disk.chain.map((e) => e.path ?? '') : null;
 }
+
+/** libvirt's live XML says the disk's mirroring job is synchronised (<mirror ready='yes'>). */
+export async function mirrorReady(dom: Domain, target: string): Promise<boolean> {
+  const disk = parseDomainDiskChains(await dom.xml()).find((d) => d.target === target);
+  return disk?.mirror?.ready === 'yes';
+}

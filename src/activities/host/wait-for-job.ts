@@ -5,7 +5,7 @@ import type { HostActivities, JobRef, WaitResult } from '../contracts';
 import { walkLeafChain } from './chains';
 import type { HostActivityDeps } from './deps';
 import { jobWorkDone } from './block-job';
-import { diskChain, isActive, stateOf, withVm } from './vm';
+import { diskChain, isActive, mirrorReady, stateOf, withVm } from './vm';
 
 const STATUS_NAME: Record<number, string> = { 0: 'COMPLETED', 1: 'FAILED', 2: 'CANCELED', 3: 'READY' };
 
@@ -56,9 +56,16 @@ export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJ
           cur = info.cur;
           end = info.end;
           ctx.heartbeat({ cur, end });
-          // libvirt reports cur == end for a mirroring job only once QEMU says it is ready.
-          const ready = lastEvent === BlockJobStatus.READY || (end > 0 && cur === end);
-          if (input.expect === 'ready' && ready) return { outcome: 'ready', cur, end };
+          // READY as vdsm learnt to decide it: libvirt's event, or the live XML's <mirror ready='yes'>
+          // (a retry that re-attaches to a job already READY gets no new event). cur == end alone is not
+          // enough: libvirt can report it before QEMU has synchronised the mirror.
+          if (
+            input.expect === 'ready' &&
+            end > 0 &&
+            cur === end &&
+            (await mirrorReady(dom, input.diskTarget))
+          )
+            return { outcome: 'ready', cur, end };
           return undefined;
         }).catch((err: unknown) => {
           if (err instanceof Error && 'type' in err && err.type === 'VmNotFound')

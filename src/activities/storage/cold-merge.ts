@@ -1,4 +1,4 @@
-import { Context } from '@temporalio/activity';
+import { CancelledFailure, Context } from '@temporalio/activity';
 import { ColdMergeError, QemuToolError, coldCommit, coldPull } from '../../merge/cold';
 import type { StorageActivities } from '../contracts';
 import { nonRetryable } from '../failures';
@@ -10,6 +10,9 @@ import { openDomain } from './deps';
  * or a safe rebase for forward). Idempotent: each step reads the qcow2 headers first and skips what
  * they show done; committing again rewrites identical data. qemu-img's image locks keep the VM from
  * starting meanwhile, and a VM that started first makes it fail with ImageInUse, nothing changed.
+ * Cancellable: qemu-img is stopped (and its exit awaited); a partial commit only wrote into base what
+ * the layers above override, a partial safe rebase only what top already showed, so the chain reads
+ * as before.
  */
 export function makeColdMerge(deps: StorageActivityDeps): StorageActivities['coldMerge'] {
   return async ({
@@ -36,6 +39,9 @@ export function makeColdMerge(deps: StorageActivityDeps): StorageActivities['col
       if (direction === 'backward') await coldCommit(req, { signal: ctx.cancellationSignal });
       else await coldPull(req, { signal: ctx.cancellationSignal });
     } catch (err) {
+      // execFile has killed qemu-img and seen it exit before it rejects.
+      if (ctx.cancellationSignal.aborted)
+        throw new CancelledFailure(`cold merge of image ${imageId} stopped: qemu-img killed`);
       if (err instanceof QemuToolError && /lock/i.test(err.stderr))
         throw nonRetryable(
           'ImageInUse',

@@ -1,7 +1,7 @@
 import { assertDeletable, deleteVolumeGuarded } from '../../storage/deletion-guard';
 import { DeletionRefused } from '../../storage/errors';
-import { holdPoint } from '../../workers/hold-interceptor';
 import type { StorageActivities } from '../contracts';
+import { noBreakpoint } from '../breakpoints';
 import { nonRetryable } from '../failures';
 import type { StorageActivityDeps } from './deps';
 import { openDomain } from './deps';
@@ -11,13 +11,13 @@ import { openDomain } from './deps';
  * domain's live or persistent chain, no LEGAL child) and is refused for a volume still LEGAL.
  */
 export function makeDeleteVolumes(deps: StorageActivityDeps): StorageActivities['deleteVolumes'] {
+  const breakpoint = deps.breakpoint ?? noBreakpoint;
   return async (input) => {
     const sd = await openDomain(deps, input.storageDomainId);
     const deleted: string[] = [];
     const alreadyGone: string[] = [];
     for (const [i, volumeId] of input.volumeIds.entries()) {
-      // A no-op outside failure-injection runs (src/workers/hold-interceptor.ts).
-      if (i > 0) await holdPoint('deleteVolumes-next');
+      if (i > 0) await breakpoint('deleteVolumes-next');
       const v = await sd.findVolume(input.imageId, volumeId);
       if (v && v.legality === 'LEGAL')
         throw nonRetryable(

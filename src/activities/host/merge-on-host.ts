@@ -1,0 +1,115 @@
+// The host finishes what it started (DESIGN.md): steps 3-6 of a live merge as one heartbeating activity
+// on the VM's host, so that with the engine down the job still completes, pivots and leaves the live
+// chain (vdsm's live merge job works the same way). Only recording and deleting wait for the engine.
+import { CancelledFailure, Context } from '@temporalio/activity';
+import type { HostStageReport } from '../../common/host-stage';
+import { HOST_STAGE_SIGNAL } from '../../common/host-stage';
+import { noBreakpoint } from '../breakpoints';
+import type { HostActivities, MergeOnHostResult } from '../contracts';
+import { nonRetryable } from '../failures';
+import { abortDisk, pivotDisk, startOrAdopt } from './block-job';
+import type { HostActivityDeps } from './deps';
+import { verifyChains } from './verify';
+import { withVm } from './vm';
+import { makeWaitForJob } from './wait-for-job';
+
+/** How long a stage report may take before the unit goes on without it (Temporal may be down). */
+const REPORT_FLUSH_MS = 5_000;
+
+/**
+ * Idempotent: every step recognises its own work (a running job of the same kind is adopted, a chain
+ * without top has merged, a disk whose source is base has pivoted), so a retry resumes where the
+ * previous attempt died. Cancellation is honoured up to the pivot call: the job is then aborted without
+ * pivot (and the abort awaited), and the unit ends cancelled; from the pivot call on it is ignored.
+ * Only a cancellation the workflow asked for aborts the job: an attempt the server gave up on (timed
+ * out, not found, worker shutdown) just stops, and the next attempt adopts the job.
+ */
+export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOnHost'] {
+  const breakpoint = deps.breakpoint ?? noBreakpoint;
+  const waitForJob = makeWaitForJob(deps);
+  return async (input) => {
+    const ctx = Context.current();
+    const attempt = ctx.info.attempt;
+    const report = stageReporter(ctx);
+    const conn = await deps.libvirt();
+    let cur = 0;
+    let end = 0;
+    let pivotCalled = false;
+    try {
+      await breakpoint('startJob');
+      const start = await withVm(conn, input.vmId, (dom) =>
+        startOrAdopt(dom, input, input.bandwidthBytesPerSec),
+      );
+      ctx.log.info('mergeOnHost: job', { start, attempt, disk: input.diskTarget });
+      await breakpoint('startJob-issued');
+      let pivot: MergeOnHostResult['pivot'] = 'none';
+      if (start !== 'already-done') {
+        report({ stage: 'copying', cur, end, attempt });
+        const active = input.jobKind === 'active-commit';
+        const waited = await waitForJob({ ...input, expect: active ? 'ready' : 'completed' });
+        ({ cur, end } = waited);
+        if (waited.outcome === 'vm-stopped')
+          throw nonRetryable(
+            'VmCrashed',
+            `VM ${input.vmId} stopped during the merge; its chain is unchanged and valid`,
+            waited,
+          );
+        if (waited.outcome === 'failed')
+          throw nonRetryable('MergeJobFailed', `block job failed: ${waited.detail ?? ''}`, waited);
+        if (active) {
+          report({ stage: 'ready', cur, end, attempt });
+          await breakpoint('pivot');
+          // A cancellation that arrived while READY wins over the pivot that has not been issued yet.
+          if (ctx.cancellationSignal.aborted) throw new CancelledFailure('cancelled before the pivot');
+          report({ stage: 'pivoting', cur, end, attempt });
+          pivotCalled = true;
+          pivot = await withVm(conn, input.vmId, (dom) => pivotDisk(dom, input));
+          ctx.log.info('mergeOnHost: pivot', { pivot, attempt, disk: input.diskTarget });
+          await breakpoint('pivot-returned', { cancellable: false });
+        }
+      }
+      pivotCalled = true; // a completed job is past the point of no return too
+      report({ stage: 'verifying', cur: end, end, attempt });
+      await breakpoint('verifyMerged', { cancellable: false });
+      await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
+      return { start, pivot, cur: end, end, attempt };
+    } catch (err) {
+      if (!pivotCalled && ctx.cancellationDetails?.cancelRequested) {
+        const aborted = await withVm(conn, input.vmId, (dom) => abortDisk(dom, input));
+        ctx.log.info('mergeOnHost: cancelled before the pivot', { ...aborted, attempt });
+        // The job may have completed on its own meanwhile: then the merge is done and must be finished.
+        if (!aborted.merged) throw new CancelledFailure('merge cancelled before the pivot; job aborted');
+        report({ stage: 'verifying', cur: end, end, attempt });
+        await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
+        return { start: 'already-done', pivot: 'none', cur: end, end, attempt };
+      }
+      throw err;
+    } finally {
+      await report.flush();
+    }
+  };
+}
+
+type Reporter = ((r: HostStageReport) => void) & { flush(): Promise<void> };
+
+/**
+ * Stage reports to the workflow, in order, each best effort: a report that cannot be sent (Temporal down)
+ * never holds the merge up; the workflow also learns the final state from the unit's result.
+ */
+function stageReporter(ctx: Context): Reporter {
+  const wf = ctx.info.workflowExecution;
+  let chain: Promise<void> = Promise.resolve();
+  const send = (r: HostStageReport): void => {
+    chain = chain.then(async () => {
+      if (!wf) return; // not started by a workflow (a direct call from a test)
+      try {
+        await ctx.client.workflow.getHandle(wf.workflowId, wf.runId).signal(HOST_STAGE_SIGNAL, r);
+      } catch (err) {
+        ctx.log.warn('mergeOnHost: stage report not delivered', { stage: r.stage, error: String(err) });
+      }
+    });
+  };
+  return Object.assign(send, {
+    flush: () => Promise.race([chain, new Promise<void>((r) => setTimeout(r, REPORT_FLUSH_MS).unref())]),
+  });
+}
