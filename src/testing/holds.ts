@@ -3,7 +3,7 @@
 // activities get the no-op breakpoint of src/activities/breakpoints.ts.
 //
 // With LIVEMERGE_HOLD_DIR=<dir>:
-//   - before an activity of type T runs: if `<dir>/hold-T` exists, the worker writes `<dir>/held-T`
+//   - before an activity of type T runs: if `<dir>/hold-T` (or `hold-T@<workflowId>`) exists, the worker writes `<dir>/held-T`
 //     (JSON: pid, workflowId, activityId, attempt) and waits, heartbeating, polling every 50 ms, until
 //     `hold-T` is removed; then it removes `held-T` and runs the activity. A harness thus stops a merge
 //     exactly *before* a step: it creates `hold-T`, waits for `held-T`, injects its fault (kills this
@@ -30,13 +30,16 @@ function activityContext(): Context | undefined {
   }
 }
 
-/** Waits while `<dir>/hold-<name>` exists. */
+/** Waits while `<dir>/hold-<name>` (or `hold-<name>@<workflowId>`, for one workflow only) exists. */
 export async function holdPoint(dir: string, name: string, cancellable = true): Promise<void> {
-  const hold = path.join(dir, `hold-${name}`);
-  if (!fs.existsSync(hold)) return;
   const ctx = activityContext();
-  const held = path.join(dir, `held-${name}`);
   const info = ctx?.info;
+  const wf = info?.workflowExecution?.workflowId;
+  const hold = [path.join(dir, `hold-${name}`), ...(wf ? [path.join(dir, `hold-${name}@${wf}`)] : [])].find(
+    (f) => fs.existsSync(f),
+  );
+  if (!hold) return;
+  const held = path.join(dir, `held-${name}`);
   fs.writeFileSync(
     held,
     JSON.stringify({

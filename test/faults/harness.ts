@@ -463,16 +463,16 @@ async function assertCompleted(
   // Metadata: base alone, LEGAL.
   const final = await sc.sd.readChain(sc.imageId);
   expect(final.map((v) => [v.volumeId, v.legality])).toEqual([[base.volumeId, 'LEGAL']]);
-  // Files: each committed volume deleted exactly once, while ILLEGAL, after verifyMerged completed;
-  // nothing else deleted, nothing re-created, nothing missed by the watcher.
+  // Files: each committed volume deleted exactly once, while ILLEGAL, after step 6 passed (the live host
+  // unit mergeOnHost, or verifyMerged of a cold merge); nothing else deleted, re-created or missed.
   expect(watch.missed).toEqual([]);
   expect(watch.reappeared).toEqual([]);
   expect([...watch.unlinks.entries()].sort()).toEqual(removed.map((id) => [id, 1]).sort());
-  const verified = await completedAt(handle, 'verifyMerged');
+  const verified = (await completedAt(handle, 'mergeOnHost')) ?? (await completedAt(handle, 'verifyMerged'));
   expect(verified).toBeDefined();
   for (const e of watch.events.filter((x) => x.kind === 'unlink')) {
     expect(e.legality, `legality of ${e.volumeId} when it was deleted`).toBe('ILLEGAL');
-    expect(e.at, `deletion of ${e.volumeId} after verifyMerged completed`).toBeGreaterThanOrEqual(verified!);
+    expect(e.at, `deletion of ${e.volumeId} after step 6 passed`).toBeGreaterThanOrEqual(verified!);
   }
   for (const v of removed) expect(await exists(sc.sd.volumePath(sc.imageId, v))).toBe(false);
   // Audit: this run started and completed, once each.

@@ -4,7 +4,7 @@
 // child configured only by environment, exactly as an operator runs them. Every part can be SIGKILLed and
 // restarted (the Temporal server on the same SQLite file); libvirtd can be restarted as a whole.
 //
-// Holds (src/workers/hold-interceptor.ts) go through LIVEMERGE_HOLD_DIR=<dir>/holds of every worker.
+// Holds (src/testing/holds.ts) go through LIVEMERGE_HOLD_DIR=<dir>/holds of every worker.
 // Logs: <dir>/logs/<part>.log (appended across restarts); `logTail()` for failure reports.
 // Everything this module started is SIGKILLed by stop(), and also when the test process exits.
 import { execFile, spawn } from 'node:child_process';
@@ -17,6 +17,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { temporal as proto } from '@temporalio/proto';
+import type { Held } from './holds';
+import { Holds } from './holds';
 import { pollUntil } from './poll';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
 import { REPO_ROOT } from '../../src/config';
@@ -82,6 +84,7 @@ export class ProcessStack {
   readonly storageRoot: string;
   readonly auditLogFile: string;
   readonly holdDir: string;
+  readonly holds: Holds;
   readonly logDir: string;
   readonly dbFile: string;
   address = '';
@@ -101,6 +104,7 @@ export class ProcessStack {
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
+    this.holds = new Holds(this.holdDir);
     this.logDir = path.join(dir, 'logs');
     this.dbFile = path.join(dir, 'temporal.sqlite');
   }
@@ -261,43 +265,25 @@ export class ProcessStack {
     }
   }
 
-  // ---- holds (src/workers/hold-interceptor.ts) ---------------------------------------------------
+  // ---- holds (src/testing/holds.ts) --------------------------------------------------------------
 
-  /** Arms the breakpoint before activity (or hold point) `name`. */
+  /** Arms the breakpoint before activity (or at breakpoint) `name`. */
   hold(name: string): void {
-    fs.rmSync(path.join(this.holdDir, `held-${name}`), { force: true });
-    fs.writeFileSync(path.join(this.holdDir, `hold-${name}`), '');
+    this.holds.hold(name);
   }
 
   release(name: string): void {
-    fs.rmSync(path.join(this.holdDir, `hold-${name}`), { force: true });
+    this.holds.release(name);
   }
 
   /** Disarms every breakpoint and forgets every stale `held-*` marker (a killed process leaves its own). */
   releaseAll(): void {
-    for (const f of fs.readdirSync(this.holdDir)) fs.rmSync(path.join(this.holdDir, f), { force: true });
+    this.holds.releaseAll();
   }
 
   /** Resolves once a worker stopped at breakpoint `name` (for workflow `workflowId` when given). */
-  async waitHeld(
-    name: string,
-    workflowId?: string,
-    timeoutMs = 60_000,
-  ): Promise<{ pid: number; workflowId: string | null; attempt: number | null }> {
-    const file = path.join(this.holdDir, `held-${name}`);
-    return await until(
-      `a worker to stop at ${name}`,
-      () => {
-        let rec: { pid: number; workflowId: string | null; attempt: number | null };
-        try {
-          rec = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof rec;
-        } catch {
-          return undefined;
-        }
-        return !workflowId || rec.workflowId === workflowId ? rec : undefined;
-      },
-      timeoutMs,
-    );
+  async waitHeld(name: string, workflowId?: string, timeoutMs = 60_000): Promise<Held> {
+    return await this.holds.waitHeld(name, workflowId, timeoutMs);
   }
 
   // ---- Temporal server --------------------------------------------------------------------------

@@ -335,3 +335,13 @@ async function openInQemuIo(
   }
   return { child, gone };
 }
+
+/** A `qemu-img commit` whose arguments name `file` is running on this machine (read from /proc). */
+export async function qemuImgCommitRunsOn(file: string): Promise<boolean> {
+  for (const pid of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmd.startsWith('qemu-img\0commit') && cmd.includes(file)) return true;
+  }
+  return false;
+}

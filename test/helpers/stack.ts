@@ -15,6 +15,7 @@ import { StorageDomain } from '../../src/storage/storage-domain';
 import type { VolumeInfo } from '../../src/storage/storage-domain';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorkers } from '../../src/workers/host';
+import { Holds } from './holds';
 import type { TemporalHarness } from './temporal';
 import { NAMESPACE, atFileEnd, runWorkers, temporal, workflowBundle } from './temporal';
 import type { TestVm } from './vm-fixture';
@@ -29,6 +30,8 @@ export interface Stack extends TemporalHarness {
   auditLog: AuditLog;
   conn: LibvirtConnection;
   workers: { stop: () => Promise<void> };
+  /** The breakpoints of this file's workers (StackOptions.holds). */
+  holds: Holds | undefined;
 }
 
 export interface StackOptions {
@@ -36,6 +39,10 @@ export interface StackOptions {
   hostAgent?: boolean;
   /** More configured hosts (LIVEMERGE_HOSTS) the engine asks, whose agents never answer. */
   extraHosts?: string[];
+  /** Breakpoints (src/testing/holds.ts) in this file's workers. */
+  holds?: boolean;
+  /** The engine's locate timeout (LIVEMERGE_LOCATE_TIMEOUT); default its own. */
+  locateTimeoutSeconds?: number;
 }
 
 let stack: Promise<Stack> | undefined;
@@ -53,12 +60,19 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
     const conn = await LibvirtConnection.open();
     atFileEnd(() => conn.close());
     const hostId = `test-${randomUUID().slice(0, 8)}`;
+    // The workers read LIVEMERGE_HOLD_DIR when they are made (each test file is a process of its own).
+    const holds = opts.holds ? new Holds(path.join(dir, 'holds')) : undefined;
+    if (holds) process.env.LIVEMERGE_HOLD_DIR = holds.dir;
     const workers: Worker[] = [
       await createEngineWorker({
         connection: t.nativeConnection,
         namespace: NAMESPACE,
         workflowBundle: await workflowBundle(),
-        activities: createEngineActivities({ auditLog, hosts: [...(opts.extraHosts ?? []), hostId] }),
+        activities: createEngineActivities({
+          auditLog,
+          hosts: [...(opts.extraHosts ?? []), hostId],
+          ...(opts.locateTimeoutSeconds ? { locateTimeoutSeconds: opts.locateTimeoutSeconds } : {}),
+        }),
       }),
     ];
     if (opts.hostAgent ?? true)
@@ -78,7 +92,7 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
         await recordHistories(t, process.env.LIVEMERGE_RECORD_HISTORIES);
       await running.stop();
     });
-    return { ...t, hostId, storageRoot, sd, auditLog, conn, workers: running };
+    return { ...t, hostId, storageRoot, sd, auditLog, conn, workers: running, holds };
   })();
   return stack;
 }

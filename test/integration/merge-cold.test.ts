@@ -1,5 +1,4 @@
 // Shut-off VMs: snapshots rewrite the persistent definition; merges run with qemu-img on the storage role.
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -8,22 +7,13 @@ import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import { qcow2Chain } from '../../src/inspect/qcow2-chain';
 import { LibvirtError } from '../../src/libvirt';
 import { dumpGuestView, exists, hasPattern, sameContent } from '../helpers/data';
-import { dirtyMaps, stopAllNbdServers, uncovered } from '../helpers/qemu';
+import { dirtyMaps, qemuImgCommitRunsOn, stopAllNbdServers, uncovered } from '../helpers/qemu';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createTempDir, pollUntil } from '../helpers/vm-fixture';
 import { createSnapshot, removeSnapshot, startMergeDisk, waitForProgress } from '../helpers/workflows';
 
 const exec = promisify(execFile);
 const KiB = 1024;
-
-async function qemuImgCommitRunsOn(file: string): Promise<boolean> {
-  for (const pid of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.startsWith('qemu-img\0commit') && cmd.includes(file)) return true;
-  }
-  return false;
-}
 
 async function writeOffline(
   file: string,

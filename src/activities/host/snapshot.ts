@@ -1,5 +1,6 @@
 import { SnapshotCreateFlags } from '../../libvirt/constants';
 import type { HostActivities } from '../contracts';
+import { noBreakpoint } from '../breakpoints';
 import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
 import { escapeXml } from '../../common/xml';
@@ -17,6 +18,7 @@ const FLAGS =
  * created (REUSE_EXT). Idempotent: disks whose source already is the new leaf were snapshotted.
  */
 export function makeSnapshotDisks(deps: HostActivityDeps): HostActivities['snapshotDisks'] {
+  const breakpoint = deps.breakpoint ?? noBreakpoint;
   return async (input) =>
     withVm(await deps.libvirt(), input.vmId, async (dom) => {
       const vm = await describe(deps, dom);
@@ -34,6 +36,7 @@ export function makeSnapshotDisks(deps: HostActivityDeps): HostActivities['snaps
           : `<disk name='${escapeXml(v.target)}' snapshot='no'/>`;
       });
       await dom.snapshotCreateXml(`<domainsnapshot><disks>${disks.join('')}</disks></domainsnapshot>`, FLAGS);
+      await breakpoint('snapshotDisks-taken', { cancellable: false });
       return { status: 'taken' as const };
     });
 }
