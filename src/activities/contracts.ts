@@ -1,26 +1,12 @@
 // The activity contracts: what workflows may call, on which queue. Pure types (workflows import them with
 // `import type`); the factories in host/, storage/ and engine/ implement them.
+import type { ChainReport } from '../schemas/results';
+import type { Format, VolumeInfo, VolumeRef } from '../schemas/volume';
 
-export type Format = 'raw' | 'qcow2';
-export type Legality = 'LEGAL' | 'ILLEGAL';
+export type { ChainReport } from '../schemas/results';
+export type { Format, Legality, VolumeInfo, VolumeRef } from '../schemas/volume';
 export type VmState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'other';
 export type JobKind = 'commit' | 'active-commit' | 'pull';
-
-export interface VolumeRef {
-  storageDomainId: string;
-  imageId: string;
-  volumeId: string;
-}
-
-export interface VolumeInfo extends VolumeRef {
-  parentId: string | null;
-  format: Format;
-  legality: Legality;
-  snapshotId: string | null;
-  capacity: number;
-  description: string;
-  path: string;
-}
 
 export interface VmDisk {
   target: string;
@@ -119,13 +105,6 @@ export interface HostActivities {
     vmId: string;
     disks: Array<{ target: string; path: string; format: Format }>;
   }): Promise<{ changed: boolean }>;
-}
-
-export interface ChainReport {
-  storageDomainId: string;
-  imageId: string;
-  ok: boolean;
-  disagreements: Array<{ kind: string; detail: string; volumeId?: string }>;
 }
 
 export interface StorageActivities {

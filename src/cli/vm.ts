@@ -8,13 +8,14 @@ import { ENGINE_TASK_QUEUE } from '../common/task-queues';
 import type { Config } from '../config';
 import { loadConfig } from '../config';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
+import type { Format } from '../schemas/volume';
 import type { Domain, LibvirtConnection } from '../libvirt';
 import { DomainUndefineFlags, isNoDomainError, readDomainXmls } from '../libvirt';
 import { StorageDomain } from '../storage/storage-domain';
-import type { VolumeInfo } from '../storage/storage-domain';
+import type { VolumeInfo } from '../schemas/volume';
 import { diskSizeArg, intArg, uuidArg, vmNameArg, vmRefArg } from './args';
 import { OperationFailed, UsageError, formatBytes, info, printJson, table, workflowUiLink } from './output';
-import { Domains, listStorageDomains, lookupVm, withLibvirt } from './vms';
+import { StorageDomains, listStorageDomains, lookupVm, withLibvirt } from './vms';
 import { diskTarget, testVmXml } from './vm-xml';
 import { withTemporal } from './workflows';
 
@@ -160,7 +161,7 @@ async function createVm(
   conn: LibvirtConnection,
   config: Config,
   sd: StorageDomain,
-  o: { name: string; count: number; capacity: number; format: 'raw' | 'qcow2'; start: boolean },
+  o: { name: string; count: number; capacity: number; format: Format; start: boolean },
 ): Promise<VmCreateResult> {
   const bases: VolumeInfo[] = [];
   let dom: Domain | undefined;
@@ -292,10 +293,12 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
     }
 
     await undefineVm(dom);
-    const domains = new Domains(config.storageRoot);
+    const storageDomains = new StorageDomains(config.storageRoot);
     const deletedVolumeIds: string[] = [];
     for (const img of images.values())
-      deletedVolumeIds.push(...(await deleteImage(await domains.get(img.storageDomainId), img.imageId)));
+      deletedVolumeIds.push(
+        ...(await deleteImage(await storageDomains.get(img.storageDomainId), img.imageId)),
+      );
     return { vmId, name, deletedImageIds: [...images.keys()], deletedVolumeIds };
   } finally {
     dom.free();

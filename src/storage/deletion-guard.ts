@@ -13,25 +13,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
 import { walkQcow2Chain } from '../inspect/qcow2-chain';
+import type { DomainXmls } from '../libvirt/domain-xmls';
+import type { VolumeRef } from '../schemas/volume';
 import { DeletionRefused } from './errors';
 import type { StorageDomain } from './storage-domain';
-
-export interface DomainXmls {
-  name: string;
-  /** Live XML of a running domain. */
-  live?: string;
-  /** Persistent (inactive) XML of a defined domain. */
-  inactive?: string;
-}
 
 export interface DeletionGuardDeps {
   domainXmls: () => Promise<DomainXmls[]>;
   domain: StorageDomain;
-}
-
-export interface VolumeRef {
-  imageId: string;
-  volumeId: string;
 }
 
 async function realpathOrNull(p: string): Promise<string | null> {
@@ -77,7 +66,10 @@ async function chainPaths(xml: string): Promise<Array<{ raw: string; abs: string
 }
 
 /** Throws DeletionRefused when `volume` may not be deleted now (see header); resolves otherwise. */
-export async function assertDeletable(volume: VolumeRef, deps: DeletionGuardDeps): Promise<void> {
+export async function assertDeletable(
+  volume: Pick<VolumeRef, 'imageId' | 'volumeId'>,
+  deps: DeletionGuardDeps,
+): Promise<void> {
   const { domain } = deps;
   const target = domain.volumePath(volume.imageId, volume.volumeId); // validates both ids
   const realTarget = await realpathOrNull(target);
@@ -119,7 +111,7 @@ export async function assertDeletable(volume: VolumeRef, deps: DeletionGuardDeps
  * under the image lock so a child created between the two steps is still seen.
  */
 export async function deleteVolumeGuarded(
-  volume: VolumeRef,
+  volume: Pick<VolumeRef, 'imageId' | 'volumeId'>,
   deps: DeletionGuardDeps,
 ): Promise<{ deleted: boolean }> {
   await assertDeletable(volume, deps);

@@ -2,6 +2,7 @@
 // failure turned into QemuImgError carrying the arguments, the exit code and stderr.
 import { execFile } from 'node:child_process';
 import { z } from 'zod';
+import type { Format } from '../schemas/volume';
 import { QemuImgError } from './errors';
 
 export interface RunOptions {
@@ -50,15 +51,13 @@ export function runQemuImg(args: readonly string[], opts: RunOptions = {}): Prom
   });
 }
 
-export type ImageFormat = 'raw' | 'qcow2';
-
 export interface CreateImageArgs {
   path: string;
-  format: ImageFormat;
+  format: Format;
   /** Virtual size in bytes. */
   size: number;
   /** Backing file as written into the header (a relative name is resolved against the image's directory). */
-  backing?: { file: string; format: ImageFormat };
+  backing?: { file: string; format: Format };
   /** qcow2 -o options, e.g. { compat: '1.1' }. */
   options?: Record<string, string>;
 }
@@ -75,7 +74,7 @@ export async function qemuImgCreate(a: CreateImageArgs, opts: RunOptions = {}): 
 /** `qemu-img rebase -u`: rewrites only the backing reference in the header (no data copied). */
 export async function qemuImgRebaseUnsafe(
   path: string,
-  backing: { file: string; format: ImageFormat } | null,
+  backing: { file: string; format: Format } | null,
   opts: RunOptions = {},
 ): Promise<void> {
   const args = ['rebase', '-q', '-u', '-f', 'qcow2', '-b', backing ? backing.file : ''];
@@ -122,7 +121,7 @@ export interface InfoOptions extends RunOptions {
   /** `-U` (force share): read headers of images that a running VM holds open. Default true. */
   forceShare?: boolean;
   /** Pass `-f <format>` instead of probing the top image. */
-  format?: ImageFormat;
+  format?: Format;
 }
 
 function parseJson(args: readonly string[], stdout: string, stderr: string): unknown {

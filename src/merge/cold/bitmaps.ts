@@ -1,7 +1,8 @@
 // Persistent dirty bitmaps of qcow2 volumes: inspection and the three qemu-img operations the
 // cold merges need (add, enable, merge from another file). A raw volume has no bitmaps.
 import { runQemuImg, type QemuRunOptions } from './exec';
-import { volumeInfo, type VolumeFormat } from './info';
+import type { Format } from '../../schemas/volume';
+import { imageHeader } from './info';
 
 export interface PersistentBitmap {
   name: string;
@@ -17,11 +18,11 @@ export interface PersistentBitmap {
 /** Bitmaps of one volume from `qemu-img info --output=json -U` (format-specific.data.bitmaps). */
 export async function listBitmaps(
   file: string,
-  format: VolumeFormat = 'qcow2',
+  format: Format = 'qcow2',
   opts: QemuRunOptions = {},
 ): Promise<PersistentBitmap[]> {
   if (format === 'raw') return [];
-  return toPersistentBitmaps((await volumeInfo(file, format, opts)).bitmaps);
+  return toPersistentBitmaps((await imageHeader(file, format, opts)).bitmaps);
 }
 
 export function toPersistentBitmaps(

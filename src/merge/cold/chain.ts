@@ -4,12 +4,13 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ChainMismatch, InvalidColdMergeRequest } from './errors';
 import type { QemuRunOptions } from './exec';
-import { volumeInfo, type VolumeFormat, type VolumeInfo } from './info';
+import type { Format } from '../../schemas/volume';
+import { imageHeader, type ImageHeader } from './info';
 
 export interface ChainVolume {
   /** File name inside `dir` (the qcow2 backing references are exactly these names). */
   readonly file: string;
-  readonly format: VolumeFormat;
+  readonly format: Format;
 }
 
 export interface ColdMergeRequest {
@@ -73,7 +74,7 @@ export async function readVolume(
   req: ColdMergeRequest,
   index: number,
   opts: QemuRunOptions,
-): Promise<VolumeInfo | null> {
+): Promise<ImageHeader | null> {
   const v = vol(req, index);
   const p = volPath(req, index);
   try {
@@ -83,16 +84,16 @@ export async function readVolume(
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
   }
-  return volumeInfo(p, v.format, opts);
+  return imageHeader(p, v.format, opts);
 }
 
 /** Does the header of `info` name `parent` (file and format) as its backing file? null parent = no backing. */
-export function backsOnto(info: VolumeInfo, parent: ChainVolume | null): boolean {
+export function backsOnto(info: ImageHeader, parent: ChainVolume | null): boolean {
   if (parent === null) return info.backingFile === null;
   return info.backingFile === parent.file && info.backingFormat === parent.format;
 }
 
-export function describeBacking(info: VolumeInfo): string {
+export function describeBacking(info: ImageHeader): string {
   return info.backingFile === null
     ? 'no backing file'
     : `backing ${info.backingFile} (${info.backingFormat ?? 'no format'})`;
@@ -123,15 +124,6 @@ export async function chainProblem(
     }
   }
   return null;
-}
-
-export async function assertChain(
-  req: ColdMergeRequest,
-  chain: readonly ChainVolume[],
-  opts: QemuRunOptions,
-): Promise<void> {
-  const p = await chainProblem(req, chain, opts);
-  if (p) throw new ChainMismatch(p.file, p.detail);
 }
 
 /**

@@ -10,7 +10,6 @@ export { planBitmapMerge } from './bitmap-plan';
 export type { BitmapAction } from './bitmap-plan';
 export { validateRequest } from './chain';
 export type { ChainVolume, ColdMergeRequest } from './chain';
-export type { VolumeFormat } from './info';
 export type { QemuRunOptions } from './exec';
 export type { ColdMergeResult, ColdMergeState, StepReport, ColdStep } from './result';
 export { ChainMismatch, ColdMergeError, InvalidColdMergeRequest, QemuToolError } from './errors';

@@ -1,10 +1,9 @@
 // `qemu-img info --output=json -U -f <fmt> <file>`: the header of ONE volume (qemu-img info opens
 // the image without its backing chain, so a missing backing file does not fail it).
 import { z } from 'zod';
+import type { Format } from '../../schemas/volume';
 import { QemuToolError } from './errors';
 import { runQemuImg, type QemuRunOptions } from './exec';
-
-export type VolumeFormat = 'raw' | 'qcow2';
 
 // QAPI ImageInfo / Qcow2BitmapInfo as printed by qemu 7.2. Flags: 'in-use' (inconsistent: the
 // image was not closed cleanly while the bitmap was loaded), 'auto' (enabled, recording writes).
@@ -28,7 +27,7 @@ const InfoSchema = z.looseObject({
     .optional(),
 });
 
-export interface VolumeInfo {
+export interface ImageHeader {
   format: string;
   virtualSize: number;
   /** Backing reference exactly as stored in the header (null: no backing file). */
@@ -38,11 +37,11 @@ export interface VolumeInfo {
   bitmaps: Array<z.infer<typeof BitmapInfoSchema>>;
 }
 
-export async function volumeInfo(
+export async function imageHeader(
   file: string,
-  format: VolumeFormat,
+  format: Format,
   opts: QemuRunOptions = {},
-): Promise<VolumeInfo> {
+): Promise<ImageHeader> {
   const args = ['info', '--output=json', '-U', '-f', format, file];
   const { stdout, stderr } = await runQemuImg(args, opts);
   let json: unknown;
