@@ -1,6 +1,7 @@
 // Typed errors from the primitives become ApplicationFailures whose `type` workflows and users act on.
 import { ApplicationFailure } from '@temporalio/common';
 import { LibvirtError } from '../libvirt/errors';
+import { QemuImgError } from '../qemu/qemu-img';
 import { StorageError } from '../storage/errors';
 
 const STORAGE_TO_FAILURE: Partial<Record<StorageError['code'], string>> = {
@@ -27,6 +28,9 @@ export function asFailure(err: unknown): never {
     if (type) throw nonRetryable(type, err.message, { code: err.code });
     throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
   }
+  // Retryable: qemu-img fails for reasons that pass (an image lock, a file a concurrent step replaced).
+  if (err instanceof QemuImgError)
+    throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
   if (err instanceof LibvirtError) {
     throw ApplicationFailure.create({
       type: 'LibvirtError',

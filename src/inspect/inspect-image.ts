@@ -3,7 +3,8 @@
 // domain's live and persistent XML.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { QemuImgError, errnoCode } from '../storage/errors';
+import { QemuImgError } from '../qemu/qemu-img';
+import { errnoCode } from '../storage/errors';
 import type { StorageDomain, StoredVolume } from '../storage/storage-domain';
 import { compareChains, type CompareResult } from './compare';
 import { parseDomainDiskChains, type DiskChain } from './domain-xml';

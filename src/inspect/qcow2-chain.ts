@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Format } from '../schemas/volume';
 import { errnoCode } from '../storage/errors';
-import { qemuImgInfo, type ImageInfo, type Qcow2Bitmap, type RunOptions } from '../storage/qemu-img';
+import { qemuImgInfo, type ImageInfo, type Qcow2Bitmap, type RunOptions } from '../qemu/qemu-img';
 
 export interface Qcow2ChainEntry {
   filename: string;

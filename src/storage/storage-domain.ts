@@ -30,7 +30,7 @@ import {
   type VolumeMetadata,
 } from './metadata';
 import { DomainPaths, META_SUFFIX, validId } from './paths';
-import { qemuImgCreate, type RunOptions } from './qemu-img';
+import { qemuImgCreate, type RunOptions } from '../qemu/qemu-img';
 
 /** A volume as stored: its whole metadata (with the bookkeeping fields) and the absolute path of its data file. */
 export interface StoredVolume extends VolumeMetadata {

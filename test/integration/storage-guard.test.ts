@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DomainXmls } from '../../src/libvirt/domain-xmls';
 import { assertDeletable, deleteVolumeGuarded } from '../../src/storage/deletion-guard';
 import { DeletionRefused } from '../../src/storage/errors';
-import { qemuImgRebaseUnsafe } from '../../src/storage/qemu-img';
+import { qemuImgRebaseUnsafe } from '../../src/qemu/qemu-img';
 import { StorageDomain, type VolumeInfo } from '../../src/storage/storage-domain';
 import { DefinedDomains, makeTmpDir, virsh } from '../fixtures/storage/helpers';
 

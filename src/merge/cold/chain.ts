@@ -3,9 +3,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ChainMismatch, InvalidColdMergeRequest } from './errors';
-import type { QemuRunOptions } from './exec';
+import type { RunOptions } from '../../qemu/qemu-img';
 import type { Format } from '../../schemas/volume';
-import { imageHeader, type ImageHeader } from './info';
+import { imageHeader, type ImageHeader } from '../../qemu/qemu-img';
 
 export interface ChainVolume {
   /** File name inside `dir` (the qcow2 backing references are exactly these names). */
@@ -73,7 +73,7 @@ export function volPath(req: ColdMergeRequest, index: number): string {
 export async function readVolume(
   req: ColdMergeRequest,
   index: number,
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<ImageHeader | null> {
   const v = vol(req, index);
   const p = volPath(req, index);
@@ -112,7 +112,7 @@ export interface ChainProblem {
 export async function chainProblem(
   req: ColdMergeRequest,
   chain: readonly ChainVolume[],
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<ChainProblem | null> {
   for (const [i, v] of chain.entries()) {
     const info = await readVolume({ ...req, chain }, i, opts);
@@ -134,7 +134,7 @@ export async function chainProblem(
 export async function chainForm(
   req: ColdMergeRequest,
   after: readonly ChainVolume[] | null,
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<'before' | 'after'> {
   const before = await chainProblem(req, req.chain, opts);
   if (!before) return 'before';

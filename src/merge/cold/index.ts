@@ -10,7 +10,6 @@ export { planBitmapMerge } from './bitmap-plan';
 export type { BitmapAction } from './bitmap-plan';
 export { validateRequest } from './chain';
 export type { ChainVolume, ColdMergeRequest } from './chain';
-export type { QemuRunOptions } from './exec';
 export type { ColdMergeResult, ColdMergeState, StepReport, ColdStep } from './result';
-export { ChainMismatch, ColdMergeError, InvalidColdMergeRequest, QemuToolError } from './errors';
+export { ChainMismatch, ColdMergeError, InvalidColdMergeRequest } from './errors';
 export type { ColdMergeErrorCode } from './errors';
