@@ -2,13 +2,13 @@
 // storage root directly; everything that changes a chain goes through a workflow.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { VolumeRef } from '../activities/contracts';
-import { volumeRefFromPath } from '../activities/host/vm';
+import type { VolumeRef } from '../schemas/volume';
 import { isUuid } from '../common/ids';
 import type { Config } from '../config';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
 import type { Domain } from '../libvirt';
 import { LibvirtConnection, isNoDomainError } from '../libvirt';
+import { volumeRefFromPath } from '../storage/paths';
 import { StorageDomain } from '../storage/storage-domain';
 import type { StoredVolume } from '../storage/storage-domain';
 import { UsageError } from './output';

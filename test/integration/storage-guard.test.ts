@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DomainXmls } from '../../src/libvirt/domain-xmls';
-import { assertDeletable, deleteVolumeGuarded } from '../../src/storage/deletion-guard';
+import { assertDeletable, deleteVolumeGuarded } from '../../src/guard/deletion-guard';
 import { DeletionRefused } from '../../src/storage/errors';
 import { qemuImgRebaseUnsafe } from '../../src/qemu/qemu-img';
 import { StorageDomain, type VolumeInfo } from '../../src/storage/storage-domain';
