@@ -1,8 +1,10 @@
 // The activity contracts: what workflows may call, on which queue. Pure types (workflows import them with
 // `import type`); the factories in host/, storage/ and engine/ implement them.
+import type { AuditEvent } from '../audit/event';
 import type { ChainReport } from '../schemas/results';
 import type { Format, VolumeInfo, VolumeRef } from '../schemas/volume';
 
+export type { AuditEvent } from '../audit/event';
 export type { ChainReport } from '../schemas/results';
 export type { Format, Legality, VolumeInfo, VolumeRef } from '../schemas/volume';
 export type VmState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'other';
@@ -142,18 +144,6 @@ export interface StorageActivities {
     orphans: VolumeRef[];
     reports: ChainReport[];
   }>;
-}
-
-export interface AuditEvent {
-  /** Unique per outcome of one workflow run: a retried audit activity writes it once. */
-  eventId: string;
-  outcome: 'started' | 'completed' | 'failed' | 'cancelled';
-  workflowType: string;
-  workflowId: string;
-  runId: string;
-  vmId: string;
-  hostId: string | null;
-  detail: Record<string, unknown>;
 }
 
 export interface EngineActivities {
