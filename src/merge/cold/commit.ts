@@ -27,7 +27,7 @@ import {
   type ColdMergeRequest,
 } from './chain';
 import { runQemuImg, type RunOptions } from '../../qemu/qemu-img';
-import type { ColdMergeResult, ColdMergeState, StepReport } from './result';
+import { alreadyDone, type ColdMergeResult, type ColdMergeState, type StepReport } from './result';
 
 export type ColdCommitRequest = ColdMergeRequest;
 
@@ -178,20 +178,8 @@ export async function coldCommit(req: ColdCommitRequest, opts: RunOptions = {}):
   const state = await coldCommitState(req, opts);
   const removed = req.chain.slice(req.baseIndex + 1, req.topIndex + 1);
   const newChain = [...req.chain.slice(0, req.baseIndex + 1), ...req.chain.slice(req.topIndex + 1)];
-  if (state.status === 'done') {
-    const skipped = (step: StepReport['step']): StepReport => ({
-      step,
-      status: 'skipped',
-      detail: state.detail,
-    });
-    return {
-      alreadyDone: true,
-      steps: [skipped('commit'), skipped('merge-bitmaps'), skipped('rebase-child')],
-      bitmaps: [],
-      removed,
-      newChain,
-    };
-  }
+  if (state.status === 'done')
+    return alreadyDone(state.detail, ['commit', 'merge-bitmaps', 'rebase-child'], removed, newChain);
   // Step 1 — a re-run recognises it as done only through step 3 (child on base => 'done' above);
   // otherwise it commits again, which rewrites identical data since top..base+1 are never modified.
   const steps: StepReport[] = [await commitData(req, opts)];

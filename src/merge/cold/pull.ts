@@ -20,7 +20,7 @@ import { planBitmapMerge, type BitmapLayer } from './bitmap-plan';
 import { listBitmaps } from './bitmaps';
 import { chainForm, validateRequest, vol, volPath, type ChainVolume, type ColdMergeRequest } from './chain';
 import { runQemuImg, type RunOptions } from '../../qemu/qemu-img';
-import type { ColdMergeResult, ColdMergeState, StepReport } from './result';
+import { alreadyDone, type ColdMergeResult, type ColdMergeState, type StepReport } from './result';
 
 export type ColdPullRequest = ColdMergeRequest;
 
@@ -109,20 +109,8 @@ export async function coldPull(req: ColdPullRequest, opts: RunOptions = {}): Pro
   const state = await coldPullState(req, opts);
   const removed = req.chain.slice(req.baseIndex, req.topIndex);
   const newChain = chainAfter(req);
-  if (state.status === 'done') {
-    const skipped = (step: StepReport['step']): StepReport => ({
-      step,
-      status: 'skipped',
-      detail: state.detail,
-    });
-    return {
-      alreadyDone: true,
-      steps: [skipped('merge-bitmaps'), skipped('rebase-top')],
-      bitmaps: [],
-      removed,
-      newChain,
-    };
-  }
+  if (state.status === 'done')
+    return alreadyDone(state.detail, ['merge-bitmaps', 'rebase-top'], removed, newChain);
   // Step 1 — a re-run ORs the same sources into top's bitmaps again: no change.
   const b = await mergePullBitmaps(req, opts);
   // Step 2 — a re-run reads top's header: already naming the new parent => skipped (state 'done').
