@@ -69,7 +69,20 @@ export default tseslint.config(
     },
     rules: {
       'import-x/no-cycle': 'error',
-      'import-x/no-restricted-paths': ['error', { zones: layerZones }],
+      'import-x/no-restricted-paths': [
+        'error',
+        {
+          zones: [
+            ...layerZones,
+            {
+              target: './src/cli/!(main).ts',
+              from: './src/cli/dev',
+              message:
+                'The operator CLI does not depend on the dev/test commands (only main.ts registers them).',
+            },
+          ],
+        },
+      ],
     },
   },
   {

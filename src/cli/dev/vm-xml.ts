@@ -1,8 +1,8 @@
 // The domain XML of a livemerge test VM: a TCG guest (<domain type='qemu'>: no KVM needed) with 64 MiB,
 // one vCPU, no OS and no boot device. QEMU idles in the firmware while its block layer works fully
 // (block commit, pull, external snapshots, qemu-io through the guest device).
-import { escapeXml } from '../common/xml';
-import type { Format } from '../schemas/volume';
+import { escapeXml } from '../../common/xml';
+import type { Format } from '../../schemas/volume';
 
 export interface VmDiskSpec {
   /** Absolute path of the disk's leaf volume. */
