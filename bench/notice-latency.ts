@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
-import { testVmXml } from '../src/cli/vm-xml';
+import { testVmXml } from '../src/cli/dev/vm-xml';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { loadConfig } from '../src/config';
 import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';

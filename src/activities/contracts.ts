@@ -1,26 +1,14 @@
 // The activity contracts: what workflows may call, on which queue. Pure types (workflows import them with
 // `import type`); the factories in host/, storage/ and engine/ implement them.
+import type { AuditEvent } from '../audit/event';
+import type { ChainReport } from '../schemas/results';
+import type { Format, VolumeInfo, VolumeRef } from '../schemas/volume';
 
-export type Format = 'raw' | 'qcow2';
-export type Legality = 'LEGAL' | 'ILLEGAL';
+export type { AuditEvent } from '../audit/event';
+export type { ChainReport } from '../schemas/results';
+export type { Format, Legality, VolumeInfo, VolumeRef } from '../schemas/volume';
 export type VmState = 'running' | 'paused' | 'shutoff' | 'crashed' | 'other';
 export type JobKind = 'commit' | 'active-commit' | 'pull';
-
-export interface VolumeRef {
-  storageDomainId: string;
-  imageId: string;
-  volumeId: string;
-}
-
-export interface VolumeInfo extends VolumeRef {
-  parentId: string | null;
-  format: Format;
-  legality: Legality;
-  snapshotId: string | null;
-  capacity: number;
-  description: string;
-  path: string;
-}
 
 export interface VmDisk {
   target: string;
@@ -153,13 +141,6 @@ export interface HostActivities {
   }): Promise<{ changed: boolean }>;
 }
 
-export interface ChainReport {
-  storageDomainId: string;
-  imageId: string;
-  ok: boolean;
-  disagreements: Array<{ kind: string; detail: string; volumeId?: string }>;
-}
-
 export interface StorageActivities {
   /** Base first, ending at `leafVolumeId` (the VM's current leaf) or the image's one LEGAL leaf. */
   readChain(input: {
@@ -195,18 +176,6 @@ export interface StorageActivities {
     orphans: VolumeRef[];
     reports: ChainReport[];
   }>;
-}
-
-export interface AuditEvent {
-  /** Unique per outcome of one workflow run: a retried audit activity writes it once. */
-  eventId: string;
-  outcome: 'started' | 'completed' | 'failed' | 'cancelled';
-  workflowType: string;
-  workflowId: string;
-  runId: string;
-  vmId: string;
-  hostId: string | null;
-  detail: Record<string, unknown>;
 }
 
 export interface EngineActivities {

@@ -2,6 +2,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { LibvirtError } from '../libvirt/errors';
 import { isRetryableLibvirtError } from '../libvirt/retryable';
+import { QemuImgError } from '../qemu/qemu-img';
 import { StorageError } from '../storage/errors';
 
 const STORAGE_TO_FAILURE: Partial<Record<StorageError['code'], string>> = {
@@ -28,6 +29,9 @@ export function asFailure(err: unknown): never {
     if (type) throw nonRetryable(type, err.message, { code: err.code });
     throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
   }
+  // Retryable: qemu-img fails for reasons that pass (an image lock, a file a concurrent step replaced).
+  if (err instanceof QemuImgError)
+    throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
   if (err instanceof LibvirtError) {
     // The cause, as libvirt said it: code, its name, the failing call and libvirt's own message.
     throw ApplicationFailure.create({

@@ -1,4 +1,4 @@
-import type { VolumeInfo as StoredVolume } from '../storage/storage-domain';
+import type { StoredVolume } from '../storage/storage-domain';
 import type { VolumeInfo } from './contracts';
 
 /** A stored volume as activities return it (metadata plus path, without storage internals). */

@@ -2,7 +2,7 @@
 // no-op (checked under the file's lock), so each outcome appears exactly once.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { AuditEvent } from '../activities/contracts';
+import type { AuditEvent } from './event';
 import { withLock } from '../storage/lock';
 
 export interface AuditRecord extends AuditEvent {

@@ -1,22 +1,16 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
+import type { VolumeInfo } from '../schemas/volume';
 import { vmRefArg } from './args';
 import { printJson, table } from './output';
-import { Domains, diskChain, viewVm } from './vms';
+import { StorageDomains, diskChain, viewVm } from './vms';
 
 export interface ChainOutput {
   disks: Array<{
     target: string;
     storageDomainId: string;
     imageId: string;
-    volumes: Array<{
-      volumeId: string;
-      parentId: string | null;
-      format: 'raw' | 'qcow2';
-      legality: 'LEGAL' | 'ILLEGAL';
-      snapshotId: string | null;
-      path: string;
-    }>;
+    volumes: Array<Pick<VolumeInfo, 'volumeId' | 'parentId' | 'format' | 'legality' | 'snapshotId' | 'path'>>;
   }>;
 }
 
@@ -30,7 +24,7 @@ export function registerChain(program: Command): void {
       vmRefArg(opts.vm);
       const config = loadConfig();
       const vm = await viewVm(config, opts.vm);
-      const domains = new Domains(config.storageRoot);
+      const storageDomains = new StorageDomains(config.storageRoot);
       const out: ChainOutput = { disks: [] };
       for (const disk of vm.disks) {
         if (!disk.volume) {
@@ -43,7 +37,7 @@ export function registerChain(program: Command): void {
           target: disk.target,
           storageDomainId: disk.volume.storageDomainId,
           imageId: disk.volume.imageId,
-          volumes: (await diskChain(domains, disk)).map((v) => ({
+          volumes: (await diskChain(storageDomains, disk)).map((v) => ({
             volumeId: v.volumeId,
             parentId: v.parentId,
             format: v.format,

@@ -3,14 +3,12 @@ import { Command, CommanderError } from 'commander';
 import { registerAudit } from './audit';
 import { registerCancel } from './cancel';
 import { registerChain } from './chain';
-import { registerDemo } from './demo';
-import { registerDev } from './dev';
+import { registerDemo, registerDev, registerVm } from './dev';
 import { registerMerge } from './merge';
 import { EXIT_FAILED, EXIT_USAGE, OperationFailed, UsageError } from './output';
 import { registerReconcile } from './reconcile';
 import { registerSnapshot } from './snapshot';
 import { registerStatus } from './status';
-import { registerVm } from './vm';
 import { registerWorker } from './worker';
 
 const program = new Command('livemerge')

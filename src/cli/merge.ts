@@ -4,7 +4,7 @@ import { MergeDiskInput } from '../schemas/inputs';
 import { bandwidthArg, directionArg, uuidArg, validInput, vmRefArg } from './args';
 import { UsageError } from './output';
 import { runMergeLike } from './run';
-import { Domains, diskChain, viewVm } from './vms';
+import { StorageDomains, diskChain, viewVm } from './vms';
 import { withTemporal } from './workflows';
 
 /** The same merge is the same disk, volumes, direction and rate (the host is found by the engine). */
@@ -61,7 +61,7 @@ export function registerMerge(program: Command): void {
           ...(bandwidth ? { bandwidthBytesPerSec: bandwidth } : {}),
         });
         // base must lie below top in the disk's chain.
-        const chain = (await diskChain(new Domains(config.storageRoot), disk)).map((v) => v.volumeId);
+        const chain = (await diskChain(new StorageDomains(config.storageRoot), disk)).map((v) => v.volumeId);
         const b = chain.indexOf(baseVolumeId);
         const t = chain.indexOf(topVolumeId);
         if (b < 0 || t < 0 || b >= t)

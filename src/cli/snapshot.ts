@@ -8,7 +8,7 @@ import { bandwidthArg, directionArg, uuidArg, validInput, vmRefArg } from './arg
 import { OperationFailed, UsageError, printJson, table } from './output';
 import { runMergeLike } from './run';
 import type { VmView } from './vms';
-import { Domains, diskChain, viewVm } from './vms';
+import { StorageDomains, diskChain, viewVm } from './vms';
 import { announce, outcomeOf, startOrAttach, withTemporal } from './workflows';
 
 export interface SnapshotCreateOutput {
@@ -59,7 +59,7 @@ export function registerSnapshot(program: Command): void {
         ...(opts.description !== undefined ? { description: opts.description } : {}),
       });
       if (
-        (await listSnapshots(new Domains(config.storageRoot), vm)).snapshots.some(
+        (await listSnapshots(new StorageDomains(config.storageRoot), vm)).snapshots.some(
           (x) => x.snapshotId === snapshotId,
         )
       )
@@ -114,7 +114,7 @@ export function registerSnapshot(program: Command): void {
       vmRefArg(opts.vm);
       const config = loadConfig();
       const vm = await viewVm(config, opts.vm);
-      const out = await listSnapshots(new Domains(config.storageRoot), vm);
+      const out = await listSnapshots(new StorageDomains(config.storageRoot), vm);
       if (opts.json) return printJson(out);
       if (out.snapshots.length === 0) return void process.stdout.write(`VM ${vm.name} has no snapshots\n`);
       process.stdout.write(`snapshots of VM ${vm.name} (oldest first):\n`);
@@ -154,7 +154,7 @@ export function registerSnapshot(program: Command): void {
           ...(direction ? { direction } : {}),
           ...(bandwidth ? { bandwidthBytesPerSec: bandwidth } : {}),
         });
-        const list = await listSnapshots(new Domains(config.storageRoot), vm);
+        const list = await listSnapshots(new StorageDomains(config.storageRoot), vm);
         const snap = list.snapshots.find((s) => s.snapshotId === snapshotId);
         if (!snap) throw new UsageError(`VM ${vm.name} has no snapshot ${snapshotId}`);
         const workflowId = `remove-snapshot:${vm.vmId}:${snapshotId}`;
@@ -175,12 +175,12 @@ export function registerSnapshot(program: Command): void {
 }
 
 /** Snapshots in chain order (oldest first), each with its volume on every disk that has one. */
-export async function listSnapshots(domains: Domains, vm: VmView): Promise<SnapshotListOutput> {
+export async function listSnapshots(storageDomains: StorageDomains, vm: VmView): Promise<SnapshotListOutput> {
   const order: string[] = [];
   const byId = new Map<string, SnapshotListOutput['snapshots'][number]>();
   for (const disk of vm.disks) {
     if (!disk.volume) continue;
-    for (const v of await diskChain(domains, disk)) {
+    for (const v of await diskChain(storageDomains, disk)) {
       if (!v.snapshotId) continue;
       let s = byId.get(v.snapshotId);
       if (!s) {

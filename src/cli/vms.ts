@@ -2,15 +2,15 @@
 // storage root directly; everything that changes a chain goes through a workflow.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { VolumeRef } from '../activities/contracts';
-import { volumeRefFromPath } from '../activities/host/vm';
+import type { VolumeRef } from '../schemas/volume';
 import { isUuid } from '../common/ids';
 import type { Config } from '../config';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
 import type { Domain } from '../libvirt';
 import { LibvirtConnection, isNoDomainError } from '../libvirt';
+import { volumeRefFromPath } from '../storage/paths';
 import { StorageDomain } from '../storage/storage-domain';
-import type { VolumeInfo } from '../storage/storage-domain';
+import type { StoredVolume } from '../storage/storage-domain';
 import { UsageError } from './output';
 
 export interface CliDisk {
@@ -76,7 +76,7 @@ export async function viewVm(config: Config, ref: string): Promise<VmView> {
 }
 
 /** Opened storage domains, one per id. */
-export class Domains {
+export class StorageDomains {
   private readonly open = new Map<string, Promise<StorageDomain>>();
   constructor(private readonly storageRoot: string) {}
   get(storageDomainId: string): Promise<StorageDomain> {
@@ -90,10 +90,10 @@ export class Domains {
 }
 
 /** The disk's chain from storage metadata, base first, ending at the disk's actual leaf. */
-export async function diskChain(domains: Domains, disk: CliDisk): Promise<VolumeInfo[]> {
+export async function diskChain(storageDomains: StorageDomains, disk: CliDisk): Promise<StoredVolume[]> {
   const v = disk.volume;
   if (!v) return [];
-  return (await domains.get(v.storageDomainId)).readChain(v.imageId, v.volumeId);
+  return (await storageDomains.get(v.storageDomainId)).readChain(v.imageId, v.volumeId);
 }
 
 /** Storage domain ids under the storage root (directories named by a UUID with an images/ directory). */

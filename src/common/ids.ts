@@ -16,11 +16,6 @@ export class InvalidIdError extends Error {
   }
 }
 
-export function assertUuid(field: string, value: unknown): string {
-  if (!isUuid(value)) throw new InvalidIdError(field, value);
-  return value;
-}
-
 /** Host ids name task queues (`livemerge-host-<id>`): keep them to a safe alphabet. */
 const HOST_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export function isHostId(value: unknown): value is string {

@@ -3,8 +3,9 @@
 // domain's live and persistent XML.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { QemuImgError, errnoCode } from '../storage/errors';
-import type { StorageDomain, VolumeInfo } from '../storage/storage-domain';
+import { QemuImgError } from '../qemu/qemu-img';
+import { errnoCode } from '../storage/errors';
+import type { StorageDomain, StoredVolume } from '../storage/storage-domain';
 import { compareChains, type CompareResult } from './compare';
 import { parseDomainDiskChains, type DiskChain } from './domain-xml';
 import { qcow2Chain, walkQcow2Chain, type Qcow2ChainEntry } from './qcow2-chain';
@@ -20,7 +21,7 @@ export interface InspectImageOptions {
 }
 
 export interface ImageInspection {
-  metadata: VolumeInfo[];
+  metadata: StoredVolume[];
   qcow2: Qcow2ChainEntry[];
   libvirtLive?: DiskChain | null;
   libvirtInactive?: DiskChain | null;

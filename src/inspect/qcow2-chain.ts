@@ -2,8 +2,9 @@
 // LEAF FIRST, like qemu-img prints it.
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Format } from '../schemas/volume';
 import { errnoCode } from '../storage/errors';
-import { qemuImgInfo, type ImageInfo, type Qcow2Bitmap, type RunOptions } from '../storage/qemu-img';
+import { qemuImgInfo, type ImageInfo, type Qcow2Bitmap, type RunOptions } from '../qemu/qemu-img';
 
 export interface Qcow2ChainEntry {
   filename: string;
@@ -59,7 +60,7 @@ export async function walkQcow2Chain(imagePath: string, opts: RunOptions = {}): 
   const entries: Qcow2ChainEntry[] = [];
   const seen = new Set<string>();
   let cur: string | undefined = path.resolve(imagePath);
-  let format: 'raw' | 'qcow2' | undefined;
+  let format: Format | undefined;
   while (cur !== undefined) {
     if (seen.has(cur) || entries.length > 1000) break;
     seen.add(cur);

@@ -1,13 +1,15 @@
 import type { Domain } from './domain';
 import { isNoDomainError } from './errors';
 
+/** The XML documents of one libvirt domain: what every "which domain uses this file" check reads. */
 export interface DomainXmls {
   name: string;
-  uuid: string;
+  /** Set for every domain read from libvirt (callers that build the set by hand may leave it out). */
+  uuid?: string;
   /** Live XML of a running domain. */
   live?: string;
-  /** Persistent (inactive) XML. */
-  inactive: string;
+  /** Persistent (inactive) XML of a defined domain. */
+  inactive?: string;
 }
 
 /**

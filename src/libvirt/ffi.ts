@@ -293,10 +293,6 @@ export function registerCallback(fn: (...args: never[]) => unknown, proto: koffi
   return koffi.register(fn, koffi.pointer(proto));
 }
 
-export function unregisterCallback(cb: Cb): void {
-  koffi.unregister(cb);
-}
-
 // ---- libvirt-qemu.so.0 (QEMU-specific API, used for diagnostics and tests only) ---------------
 
 let qemuLib: koffi.IKoffiLib | null = null;

@@ -3,24 +3,14 @@
 // Schemas are generated from them (scripts/gen-api-docs.ts).
 // Pure: no Node built-ins, safe inside the workflow sandbox (workflows import the types only).
 import { z } from 'zod';
-import type {
-  ChainReport as ChainReportContract,
-  VolumeRef as VolumeRefContract,
-} from '../activities/contracts';
 import { Uuid } from './inputs';
 import { Progress, RemoveSnapshotProgress } from './progress';
+import { VolumeRef } from './volume';
 
 const Mode = z
   .enum(['live', 'cold'])
   .describe('`live`: the VM was running (libvirt); `cold`: it was shut off (qemu-img)');
 const HostIdOut = z.string().describe('the host whose agent did the work');
-
-export const VolumeRef = z.object({
-  storageDomainId: Uuid,
-  imageId: Uuid,
-  volumeId: Uuid,
-});
-export type VolumeRef = z.infer<typeof VolumeRef>;
 
 export const ChainReport = z.object({
   storageDomainId: Uuid,
@@ -105,10 +95,3 @@ export const ProgressAnswers = {
   mergeDisk: Progress,
   reconcile: Progress,
 } as const;
-
-// The activity contracts and these schemas describe the same data: a change to one must reach the other.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const _sameShapes: [Same<VolumeRef, VolumeRefContract>, Same<ChainReport, ChainReportContract>] = [
-  true,
-  true,
-];

@@ -13,8 +13,7 @@ export type StorageErrorCode =
   | 'INVALID_REQUEST'
   | 'LOCK_TIMEOUT'
   | 'LOCK_LOST'
-  | 'DELETION_REFUSED'
-  | 'QEMU_IMG_FAILED';
+  | 'DELETION_REFUSED';
 
 export abstract class StorageError extends Error {
   abstract readonly code: StorageErrorCode;
@@ -157,26 +156,6 @@ export class DeletionRefused extends StorageError {
       `deletion of volume ${volumeId} refused (${reason}): ${
         reason === 'parent-of-legal-volume' ? `LEGAL volume ${by} names it as parent` : `domain ${by}`
       }${detail ? `; ${detail}` : ''}`,
-    );
-  }
-}
-
-/** qemu-img exited non-zero (or could not be run, or printed unparsable output). */
-export class QemuImgError extends StorageError {
-  override readonly name = 'QemuImgError';
-  readonly code = 'QEMU_IMG_FAILED' as const;
-  constructor(
-    readonly args: readonly string[],
-    readonly exitCode: number | null,
-    readonly stderr: string,
-    detail?: string,
-    options?: { cause?: unknown },
-  ) {
-    super(
-      `qemu-img ${args.join(' ')} failed${exitCode === null ? '' : ` (exit ${exitCode})`}: ${
-        detail ?? (stderr.trim() || 'no stderr')
-      }`,
-      options,
     );
   }
 }

@@ -9,14 +9,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { isUuid } from '../common/ids';
+import { Format, Legality } from '../schemas/volume';
 import { MetadataCorrupt, errnoCode } from './errors';
 
 const uuid = z.string().refine(isUuid, 'must be a canonical lower-case UUID');
-
-export const VolumeFormat = z.enum(['raw', 'qcow2']);
-export type VolumeFormat = z.infer<typeof VolumeFormat>;
-export const Legality = z.enum(['LEGAL', 'ILLEGAL']);
-export type Legality = z.infer<typeof Legality>;
 
 export const VolumeMetadataSchema = z
   .object({
@@ -24,7 +20,7 @@ export const VolumeMetadataSchema = z
     imageId: uuid,
     storageDomainId: uuid,
     parentId: uuid.nullable(),
-    format: VolumeFormat,
+    format: Format,
     capacity: z.number().int().positive(),
     legality: Legality,
     snapshotId: uuid.nullable(),
@@ -81,12 +77,10 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Temp files are dot-files, never matching `<uuid>.meta.json`, so listings ignore them. */
-export function isTempName(name: string): boolean {
-  return name.startsWith('.') && name.includes('.tmp-');
-}
-
-/** Writes `meta` to `file` atomically and durably (see header). Validates before writing. */
+/**
+ * Writes `meta` to `file` atomically and durably (see header). Validates before writing. Temp files are
+ * dot-files, never matching `<uuid>.meta.json`, so listings ignore them.
+ */
 export async function writeMetadataFile(file: string, meta: VolumeMetadata): Promise<void> {
   const data = VolumeMetadataSchema.parse(meta);
   const dir = path.dirname(file);

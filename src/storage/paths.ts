@@ -3,9 +3,11 @@
 // is lstat'ed so that a symlink planted as a domain dir, images dir, image dir, volume or
 // metadata file is refused (symlinks could redirect writes or deletions outside the domain).
 // The storage root itself is resolved once (realpath) by the caller and trusted.
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidIdError, isUuid } from '../common/ids';
+import type { VolumeRef } from '../schemas/volume';
 import { PathRefused, errnoCode } from './errors';
 
 export const IMAGES_DIR = 'images';
@@ -99,4 +101,19 @@ export class DomainPaths {
     }
     return true;
   }
+}
+
+/** The storage-domain ids of a volume path `<root>/<sd>/images/<img>/<vol>`, or null for any other path. */
+export function volumeRefFromPath(storageRoot: string, p: string): VolumeRef | null {
+  let root = storageRoot;
+  try {
+    root = fsSync.realpathSync(storageRoot);
+  } catch {
+    // the root does not exist here: no path can be under it
+  }
+  const parts = path.relative(root, path.resolve(p)).split(path.sep);
+  if (parts.length !== 4 || parts[1] !== 'images') return null;
+  const [storageDomainId, , imageId, volumeId] = parts as [string, string, string, string];
+  if (![storageDomainId, imageId, volumeId].every(isUuid)) return null;
+  return { storageDomainId, imageId, volumeId };
 }

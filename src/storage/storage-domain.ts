@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import { isDeepStrictEqual } from 'node:util';
+import type { Format, Legality } from '../schemas/volume';
 import {
   AlreadyExists,
   ChainAmbiguous,
@@ -26,15 +27,13 @@ import {
   fsyncDir,
   readMetadataFile,
   writeMetadataFile,
-  type Legality,
-  type VolumeFormat,
   type VolumeMetadata,
 } from './metadata';
 import { DomainPaths, META_SUFFIX, validId } from './paths';
-import { qemuImgCreate, type RunOptions } from './qemu-img';
+import { qemuImgCreate, type RunOptions } from '../qemu/qemu-img';
 
-/** Volume metadata plus the absolute path of its data file. */
-export interface VolumeInfo extends VolumeMetadata {
+/** A volume as stored: its whole metadata (with the bookkeeping fields) and the absolute path of its data file. */
+export interface StoredVolume extends VolumeMetadata {
   readonly path: string;
 }
 
@@ -49,7 +48,7 @@ export interface CreateImageInput {
   imageId?: string;
   /** Defaults to a random UUID. */
   volumeId?: string;
-  format: VolumeFormat;
+  format: Format;
   /** Virtual size in bytes. */
   capacity: number;
   description?: string;
@@ -63,7 +62,7 @@ export interface CreateVolumeInput {
 }
 
 export interface ImageScan {
-  volumes: VolumeInfo[];
+  volumes: StoredVolume[];
   /** Data files (named by a volume id) without a metadata file: a crash inside createVolume. */
   dataWithoutMetadata: string[];
   /** Volume ids whose metadata exists but whose data file does not. */
@@ -160,7 +159,7 @@ export class StorageDomain {
   // ---- reads ---------------------------------------------------------------------------------
 
   /** Reads and validates one volume's metadata without locking; null when its metadata is absent. */
-  async findVolume(imageId: string, volumeId: string): Promise<VolumeInfo | null> {
+  async findVolume(imageId: string, volumeId: string): Promise<StoredVolume | null> {
     const metaPath = this.paths.metaPath(imageId, volumeId);
     const dataPath = this.paths.volumePath(imageId, volumeId);
     if (!(await this.paths.check(metaPath, 'file'))) return null;
@@ -176,14 +175,14 @@ export class StorageDomain {
     return { ...meta, path: dataPath };
   }
 
-  async readVolume(imageId: string, volumeId: string): Promise<VolumeInfo> {
+  async readVolume(imageId: string, volumeId: string): Promise<StoredVolume> {
     const v = await this.findVolume(imageId, volumeId);
     if (v === null) throw new VolumeNotFound(imageId, volumeId);
     return v;
   }
 
   /** Every volume of the image that has metadata, oldest first. */
-  async listVolumes(imageId: string): Promise<VolumeInfo[]> {
+  async listVolumes(imageId: string): Promise<StoredVolume[]> {
     return (await this.scanImage(imageId)).volumes;
   }
 
@@ -191,7 +190,7 @@ export class StorageDomain {
     const dir = this.paths.imageDir(imageId);
     if (!(await this.paths.check(dir, 'dir'))) throw new ImageNotFound(imageId);
     const names = new Set(await fs.readdir(dir));
-    const volumes: VolumeInfo[] = [];
+    const volumes: StoredVolume[] = [];
     const metadataWithoutData: string[] = [];
     for (const name of names) {
       const m = META_RE.exec(name);
@@ -213,14 +212,14 @@ export class StorageDomain {
    * other LEGAL volume names as parent (ChainAmbiguous when there are none or several).
    * ILLEGAL volumes on the way are included (callers decide; compareChains reports them).
    */
-  async readChain(imageId: string, leafVolumeId?: string): Promise<VolumeInfo[]> {
+  async readChain(imageId: string, leafVolumeId?: string): Promise<StoredVolume[]> {
     return chainFrom(imageId, await this.listVolumes(imageId), leafVolumeId);
   }
 
   // ---- writes --------------------------------------------------------------------------------
 
   /** Creates a new image (directory) with its base volume (raw or qcow2, no parent). */
-  async createImage(input: CreateImageInput): Promise<VolumeInfo> {
+  async createImage(input: CreateImageInput): Promise<StoredVolume> {
     const imageId = validId('imageId', input.imageId ?? randomUUID());
     const volumeId = validId('volumeId', input.volumeId ?? randomUUID());
     if (!Number.isSafeInteger(input.capacity) || input.capacity <= 0) {
@@ -254,7 +253,7 @@ export class StorageDomain {
    * Creates a qcow2 child of `parentId`: the header names the parent by its RELATIVE name (its
    * volumeId) with `-F <parent format>`; the capacity is the parent's.
    */
-  async createVolume(input: CreateVolumeInput): Promise<VolumeInfo> {
+  async createVolume(input: CreateVolumeInput): Promise<StoredVolume> {
     const { imageId } = input;
     const parentId = validId('parentId', input.parentId);
     const volumeId = validId('volumeId', input.volumeId ?? randomUUID());
@@ -284,10 +283,10 @@ export class StorageDomain {
     imageId: string;
     volumeId: string;
     parent: VolumeMetadata | null;
-    format: VolumeFormat;
+    format: Format;
     capacity: number;
     description: string;
-  }): Promise<VolumeInfo> {
+  }): Promise<StoredVolume> {
     const dataPath = this.paths.volumePath(a.imageId, a.volumeId);
     const metaPath = this.paths.metaPath(a.imageId, a.volumeId);
     if ((await this.paths.check(dataPath, 'file')) || (await this.paths.check(metaPath, 'file'))) {
@@ -334,12 +333,16 @@ export class StorageDomain {
    * not its to change. When nothing changed, nothing is written (generation unchanged), so
    * repeating an update is idempotent.
    */
-  async updateVolume(imageId: string, volumeId: string, mutate: VolumeMutation): Promise<VolumeInfo> {
+  async updateVolume(imageId: string, volumeId: string, mutate: VolumeMutation): Promise<StoredVolume> {
     validId('volumeId', volumeId);
     return this.withImageLock(imageId, () => this.updateLocked(imageId, volumeId, mutate), 'updateVolume');
   }
 
-  private async updateLocked(imageId: string, volumeId: string, mutate: VolumeMutation): Promise<VolumeInfo> {
+  private async updateLocked(
+    imageId: string,
+    volumeId: string,
+    mutate: VolumeMutation,
+  ): Promise<StoredVolume> {
     const current = await this.readVolume(imageId, volumeId);
     const { path: dataPath, ...meta } = current;
     const draft = structuredClone(meta);
@@ -359,11 +362,11 @@ export class StorageDomain {
     return { ...written, path: dataPath };
   }
 
-  async setLegality(imageId: string, volumeId: string, legality: Legality): Promise<VolumeInfo> {
+  async setLegality(imageId: string, volumeId: string, legality: Legality): Promise<StoredVolume> {
     return this.updateVolume(imageId, volumeId, (m) => ({ ...m, legality }));
   }
 
-  async setSnapshotId(imageId: string, volumeId: string, snapshotId: string | null): Promise<VolumeInfo> {
+  async setSnapshotId(imageId: string, volumeId: string, snapshotId: string | null): Promise<StoredVolume> {
     if (snapshotId !== null) validId('snapshotId', snapshotId);
     return this.updateVolume(imageId, volumeId, (m) => ({ ...m, snapshotId }));
   }
@@ -373,7 +376,7 @@ export class StorageDomain {
    * rewritten by whoever moved the data (libvirt's block commit, or qemu-img rebase when cold).
    * Refuses cycles, and a LEGAL volume on top of an ILLEGAL parent.
    */
-  async reparent(imageId: string, volumeId: string, newParentId: string | null): Promise<VolumeInfo> {
+  async reparent(imageId: string, volumeId: string, newParentId: string | null): Promise<StoredVolume> {
     validId('volumeId', volumeId);
     if (newParentId !== null) validId('newParentId', newParentId);
     return this.withImageLock(
@@ -387,7 +390,11 @@ export class StorageDomain {
           if (vol.legality === 'LEGAL' && parent.legality !== 'LEGAL') {
             throw new InvalidStorageRequest(`cannot put LEGAL ${volumeId} on ILLEGAL parent ${newParentId}`);
           }
-          for (let p: VolumeInfo | undefined = parent; p; p = p.parentId ? all.get(p.parentId) : undefined) {
+          for (
+            let p: StoredVolume | undefined = parent;
+            p;
+            p = p.parentId ? all.get(p.parentId) : undefined
+          ) {
             if (p.volumeId === volumeId)
               throw new InvalidStorageRequest(`reparenting ${volumeId} onto ${newParentId} makes a cycle`);
           }
@@ -399,7 +406,7 @@ export class StorageDomain {
   }
 
   /** `baseId` takes over `fromId`'s snapshotId (backward merge, step 7). `fromId` keeps its copy, so a repeat is a no-op. */
-  async takeOverSnapshotId(imageId: string, baseId: string, fromId: string): Promise<VolumeInfo> {
+  async takeOverSnapshotId(imageId: string, baseId: string, fromId: string): Promise<StoredVolume> {
     validId('baseId', baseId);
     validId('fromId', fromId);
     return this.withImageLock(

@@ -1,6 +1,6 @@
 // One libvirt connection per agent, opened lazily and reopened when libvirtd restarted (activities that
 // failed meanwhile are retried by Temporal and find the new connection).
-import type { DomainXmls } from '../storage/deletion-guard';
+import type { DomainXmls } from '../libvirt';
 import { LibvirtConnection, readDomainXmls } from '../libvirt';
 
 export interface LibvirtProvider {

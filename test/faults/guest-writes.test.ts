@@ -14,7 +14,7 @@ import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import type { Domain } from '../../src/libvirt';
 import type { Progress } from '../../src/schemas/progress';
 import { StorageDomain } from '../../src/storage/storage-domain';
-import type { VolumeInfo } from '../../src/storage/storage-domain';
+import type { StoredVolume } from '../../src/storage/storage-domain';
 import { exists } from '../helpers/data';
 import { ImageDirWatch } from '../helpers/file-watch';
 import type { GuestWriter } from '../helpers/guest-writer';
@@ -92,7 +92,7 @@ describe('a writing guest through a live merge with host-agent kills', () => {
     await g.inject(0x5a, 600 * MiB, 8 * MiB, 's2-bulk'); // the throttled commit copies for seconds
     const chain = await sd.readChain(baseVol.imageId);
     expect(chain).toHaveLength(3);
-    const [base, mid, leaf] = chain as [VolumeInfo, VolumeInfo, VolumeInfo];
+    const [base, mid, leaf] = chain as [StoredVolume, StoredVolume, StoredVolume];
     // Negative control: base alone lacks what was written after the first snapshot.
     expect((await g.verifyRecordsIn(base.path, 'qcow2', { forceShare: true })).ok).toBe(false);
 

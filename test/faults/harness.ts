@@ -24,7 +24,7 @@ import type { Progress } from '../../src/schemas/progress';
 import type { ReconcileResult } from '../../src/schemas/results';
 import type { reconcile as ReconcileWorkflow } from '../../src/workflows/reconcile';
 import { StorageDomain } from '../../src/storage/storage-domain';
-import type { VolumeInfo } from '../../src/storage/storage-domain';
+import type { StoredVolume } from '../../src/storage/storage-domain';
 import type { LibvirtProvider } from '../../src/workers/libvirt-provider';
 import { libvirtProvider } from '../../src/workers/libvirt-provider';
 import { dumpGuestView, exists, sameContent, writeThroughGuest } from '../helpers/data';
@@ -325,7 +325,7 @@ interface Scenario {
   imageId: string;
   vmId: string;
   vmName: string;
-  chain: VolumeInfo[];
+  chain: StoredVolume[];
   before: string;
   tmp: string;
 }
@@ -375,7 +375,7 @@ async function reachStage(
   handle: WorkflowHandle,
   hold: string | undefined,
 ): Promise<void> {
-  const [base, mid, leaf] = sc.chain as [VolumeInfo, VolumeInfo, VolumeInfo];
+  const [base, mid, leaf] = sc.chain as [StoredVolume, StoredVolume, StoredVolume];
   if (hold) {
     const held = await ctx.stack.waitHeld(hold, handle.workflowId);
     ctx.log(`  held at ${hold} (pid ${held.pid}, attempt ${held.attempt})`);
@@ -453,7 +453,7 @@ async function assertCompleted(
   handle: WorkflowHandle,
   watch: WatchReport,
 ): Promise<void> {
-  const [base, mid, leaf] = sc.chain as [VolumeInfo, VolumeInfo, VolumeInfo];
+  const [base, mid, leaf] = sc.chain as [StoredVolume, StoredVolume, StoredVolume];
   const removed = [mid.volumeId, leaf.volumeId];
   // Data, byte for byte (the guest view before the merge vs the base now).
   await flushGuest(ctx, sc.vmId);
@@ -534,7 +534,7 @@ export async function runCell(ctx: FaultContext, cell: Cell): Promise<CellResult
     await stack.waitHealthy();
     if (cell.fault === 'libvirtd-restart') await waitForLibvirtdAlone(ctx);
     sc = await setUp(ctx, cell);
-    const [base, , leaf] = sc.chain as [VolumeInfo, VolumeInfo, VolumeInfo];
+    const [base, , leaf] = sc.chain as [StoredVolume, StoredVolume, StoredVolume];
     const input: MergeDiskInput = {
       vmId: sc.vmId,
       storageDomainId: sc.sd.id,

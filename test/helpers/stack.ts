@@ -12,7 +12,7 @@ import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { AuditLog } from '../../src/audit/audit-log';
 import { LibvirtConnection } from '../../src/libvirt';
 import { StorageDomain } from '../../src/storage/storage-domain';
-import type { VolumeInfo } from '../../src/storage/storage-domain';
+import type { StoredVolume } from '../../src/storage/storage-domain';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorkers } from '../../src/workers/host';
 import { Holds } from './holds';
@@ -131,7 +131,7 @@ async function recordHistories(t: TemporalHarness, dir: string): Promise<void> {
 export interface VmDisk {
   target: string;
   imageId: string;
-  base: VolumeInfo;
+  base: StoredVolume;
 }
 
 /** A TCG VM whose disks are images of the stack's storage domain (removed when the test ends). */

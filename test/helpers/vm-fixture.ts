@@ -17,12 +17,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { onTestFinished } from 'vitest';
 import type { Domain, LibvirtConnection } from '../../src/libvirt';
-import type { VmDiskSpec as DiskSpec } from '../../src/cli/vm-xml';
-import { testVmXml } from '../../src/cli/vm-xml';
+import type { VmDiskSpec as DiskSpec } from '../../src/cli/dev/vm-xml';
+import { testVmXml } from '../../src/cli/dev/vm-xml';
 import { DomainUndefineFlags, isNoDomainError } from '../../src/libvirt';
 
 export type { DiskSpec };
-export { diskQdevId, diskTarget, testVmXml } from '../../src/cli/vm-xml';
+export { diskQdevId, diskTarget, testVmXml } from '../../src/cli/dev/vm-xml';
 
 const execFileAsync = promisify(execFile);
 

@@ -16,7 +16,7 @@ import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import type { Domain } from '../../src/libvirt';
 import type { RemoveSnapshotProgress } from '../../src/schemas/progress';
-import type { VolumeInfo } from '../../src/storage/storage-domain';
+import type { StoredVolume } from '../../src/storage/storage-domain';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
 import type { Holds } from '../helpers/holds';
 import type { Stack } from '../helpers/stack';
@@ -46,7 +46,7 @@ interface Scenario {
   s: Stack;
   vm: { uuid: string; domain: Domain };
   imageId: string;
-  chain: VolumeInfo[];
+  chain: StoredVolume[];
 }
 
 /** A running VM, one snapshot, data in its active layer: merging the leaf is an active commit with a pivot. */

@@ -18,12 +18,12 @@ import {
   listBitmaps,
   mergeCommitBitmaps,
   mergePullBitmaps,
-  QemuToolError,
   rebaseChildOntoBase,
   type ChainVolume,
   type ColdMergeRequest,
   type ColdMergeResult,
 } from '../../src/merge/cold';
+import { QemuImgError as QemuToolError } from '../../src/qemu/qemu-img';
 import {
   backingChainFiles,
   crashWhileOpen,

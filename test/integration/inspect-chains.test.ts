@@ -7,15 +7,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { DisagreementKind } from '../../src/inspect/compare';
 import { inspectImage } from '../../src/inspect/inspect-image';
 import { qcow2Chain, walkQcow2Chain } from '../../src/inspect/qcow2-chain';
-import { QemuImgError } from '../../src/storage/errors';
-import { qemuImgCreate, qemuImgRebaseUnsafe } from '../../src/storage/qemu-img';
-import { StorageDomain, type VolumeInfo } from '../../src/storage/storage-domain';
+import { QemuImgError, qemuImgCreate, qemuImgRebaseUnsafe } from '../../src/qemu/qemu-img';
+import { StorageDomain, type StoredVolume } from '../../src/storage/storage-domain';
 import { DefinedDomains, makeTmpDir, run } from '../fixtures/storage/helpers';
 
 const MiB = 1 << 20;
 let tmp: string;
 let domain: StorageDomain;
-let base: VolumeInfo, mid: VolumeInfo, top: VolumeInfo;
+let base: StoredVolume, mid: StoredVolume, top: StoredVolume;
 const libvirt = new DefinedDomains();
 
 beforeEach(async () => {

@@ -12,7 +12,7 @@ import {
   MetadataCorrupt,
   VolumeNotFound,
 } from '../../src/storage/errors';
-import { StorageDomain, type VolumeInfo } from '../../src/storage/storage-domain';
+import { StorageDomain, type StoredVolume } from '../../src/storage/storage-domain';
 import { makeTmpDir, qemuImgInfoJson, qemuIo } from '../fixtures/storage/helpers';
 
 const MiB = 1 << 20;
@@ -27,7 +27,7 @@ afterEach(async () => {
   await fs.rm(tmp, { recursive: true, force: true });
 });
 
-async function buildChain(format: 'raw' | 'qcow2'): Promise<VolumeInfo[]> {
+async function buildChain(format: 'raw' | 'qcow2'): Promise<StoredVolume[]> {
   const base = await domain.createImage({ format, capacity: 4 * MiB, description: 'base' });
   // Data in the base, then one distinct pattern per layer at its own offset.
   await qemuIo(base.path, ['write -P 0x10 0 64k'], format);
@@ -47,7 +47,7 @@ async function buildChain(format: 'raw' | 'qcow2'): Promise<VolumeInfo[]> {
 describe.each(['raw', 'qcow2'] as const)('%s base with 3 qcow2 children', (baseFormat) => {
   it('writes relative backing names with backing formats, reads base first, and data reads back through the leaf', async () => {
     const chain = await buildChain(baseFormat);
-    const [base, c1, c2, c3] = chain as [VolumeInfo, VolumeInfo, VolumeInfo, VolumeInfo];
+    const [base, c1, c2, c3] = chain as [StoredVolume, StoredVolume, StoredVolume, StoredVolume];
 
     // Files on disk exactly as DESIGN.md lays them out.
     const imageDir = path.join(domain.dir, 'images', base.imageId);
@@ -130,7 +130,7 @@ describe.each(['raw', 'qcow2'] as const)('%s base with 3 qcow2 children', (baseF
 
 describe('metadata operations', () => {
   it('finds the leaf, refuses ambiguity and broken chains', async () => {
-    const [base, c1] = (await buildChain('raw')) as [VolumeInfo, VolumeInfo];
+    const [base, c1] = (await buildChain('raw')) as [StoredVolume, StoredVolume];
     const sibling = await domain.createVolume({ imageId: base.imageId, parentId: c1.volumeId });
     await expect(domain.readChain(base.imageId)).rejects.toBeInstanceOf(ChainAmbiguous);
     expect((await domain.readChain(base.imageId, sibling.volumeId)).map((v) => v.volumeId)).toEqual([
@@ -197,7 +197,12 @@ describe('metadata operations', () => {
   });
 
   it('records a backward merge: reparent, take over snapshotId, ILLEGAL, delete — each idempotent', async () => {
-    const [base, c1, c2, c3] = (await buildChain('raw')) as [VolumeInfo, VolumeInfo, VolumeInfo, VolumeInfo];
+    const [base, c1, c2, c3] = (await buildChain('raw')) as [
+      StoredVolume,
+      StoredVolume,
+      StoredVolume,
+      StoredVolume,
+    ];
     const snap = randomUUID();
     await domain.setSnapshotId(base.imageId, c1.volumeId, snap);
 

@@ -5,14 +5,14 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PathRefused, StorageDomainNotFound } from '../../src/storage/errors';
-import { StorageDomain, type VolumeInfo } from '../../src/storage/storage-domain';
+import { StorageDomain, type StoredVolume } from '../../src/storage/storage-domain';
 import { makeTmpDir, snapshotTree } from '../fixtures/storage/helpers';
 
 let tmp: string;
 let root: string;
 let outside: string;
 let domain: StorageDomain;
-let base: VolumeInfo;
+let base: StoredVolume;
 
 beforeEach(async () => {
   tmp = await makeTmpDir();

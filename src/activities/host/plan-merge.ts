@@ -1,12 +1,13 @@
-import { parseDomainDiskChains } from '../../inspect/domain-xml';
+import { findPathUsers } from '../../guard/path-users';
 import { diskForImage, inspectImage } from '../../inspect/inspect-image';
 import { readDomainXmls } from '../../libvirt/domain-xmls';
+import { volumeRefFromPath } from '../../storage/paths';
 import { StorageDomain } from '../../storage/storage-domain';
 import type { HostActivities, MergePlan } from '../contracts';
 import { nonRetryable } from '../failures';
 import { toVolumeInfo } from '../volume-info';
 import type { HostActivityDeps } from './deps';
-import { isActive, stateOf, volumeRefFromPath, withVm } from './vm';
+import { isActive, stateOf, withVm } from './vm';
 
 /**
  * Read-only (steps 1-2 on the host): the request checked against the metadata chain, the qcow2 headers
@@ -68,7 +69,12 @@ export function makePlanMerge(deps: HostActivityDeps): HostActivities['planMerge
         const children = volumes.filter((v) => v.parentId === base.volumeId && v.legality === 'LEGAL');
         if (children.length > 1)
           throw nonRetryable('SharedBase', `base ${base.volumeId} has ${children.length} children`);
-        await assertNoOtherDomainUses(conn, input.vmId, base.path);
+        const [other] = await findPathUsers([base.path], () => readDomainXmls(conn), { except: input.vmId });
+        if (other)
+          throw nonRetryable(
+            'SharedBase',
+            `base ${base.path} is also used by VM ${other.domain.name} (${other.domain.uuid})`,
+          );
       } else if (live && !topIsLeaf) {
         throw nonRetryable('InvalidRequest', 'a live forward merge can only pull into the active leaf');
       }
@@ -92,20 +98,4 @@ export function makePlanMerge(deps: HostActivityDeps): HostActivities['planMerge
       return plan;
     });
   };
-}
-
-/** Another domain on this host whose chain contains the base makes it shared. */
-async function assertNoOtherDomainUses(
-  conn: Awaited<ReturnType<HostActivityDeps['libvirt']>>,
-  vmId: string,
-  basePath: string,
-): Promise<void> {
-  for (const d of await readDomainXmls(conn)) {
-    if (d.uuid === vmId) continue;
-    for (const xml of [d.live, d.inactive]) {
-      const chains = xml ? parseDomainDiskChains(xml) : [];
-      if (chains.some((c) => c.chain.some((e) => e.path === basePath)))
-        throw nonRetryable('SharedBase', `base ${basePath} is also used by VM ${d.name} (${d.uuid})`);
-    }
-  }
 }

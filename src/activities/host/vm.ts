@@ -1,11 +1,9 @@
-import fs from 'node:fs';
-import path from 'node:path';
-import { isUuid } from '../../common/ids';
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import type { Domain } from '../../libvirt/domain';
 import { DomainState } from '../../libvirt/constants';
 import { isNoDomainError } from '../../libvirt/errors';
-import type { DescribeVmResult, VmDisk, VmState, VolumeRef } from '../contracts';
+import { volumeRefFromPath } from '../../storage/paths';
+import type { DescribeVmResult, VmDisk, VmState } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { HostActivityDeps, HostLibvirt } from './deps';
 
@@ -50,21 +48,6 @@ export async function withVm<T>(
 
 export async function stateOf(dom: Domain): Promise<VmState> {
   return vmState((await dom.state()).state);
-}
-
-/** The storage-domain ids of a volume path `<root>/<sd>/images/<img>/<vol>`, or null for any other path. */
-export function volumeRefFromPath(storageRoot: string, p: string): VolumeRef | null {
-  let root = storageRoot;
-  try {
-    root = fs.realpathSync(storageRoot);
-  } catch {
-    // the root does not exist here: no path can be under it
-  }
-  const parts = path.relative(root, path.resolve(p)).split(path.sep);
-  if (parts.length !== 4 || parts[1] !== 'images') return null;
-  const [storageDomainId, , imageId, volumeId] = parts as [string, string, string, string];
-  if (![storageDomainId, imageId, volumeId].every(isUuid)) return null;
-  return { storageDomainId, imageId, volumeId };
 }
 
 export async function describe(deps: HostActivityDeps, dom: Domain): Promise<DescribeVmResult> {

@@ -1,5 +1,6 @@
 import { CancelledFailure, Context } from '@temporalio/activity';
-import { ColdMergeError, QemuToolError, coldCommit, coldPull } from '../../merge/cold';
+import { ColdMergeError, coldCommit, coldPull } from '../../merge/cold';
+import { QemuImgError } from '../../qemu/qemu-img';
 import type { StorageActivities } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { StorageActivityDeps } from './deps';
@@ -42,13 +43,12 @@ export function makeColdMerge(deps: StorageActivityDeps): StorageActivities['col
       // execFile has killed qemu-img and seen it exit before it rejects.
       if (ctx.cancellationSignal.aborted)
         throw new CancelledFailure(`cold merge of image ${imageId} stopped: qemu-img killed`);
-      if (err instanceof QemuToolError && /lock/i.test(err.stderr))
+      if (err instanceof QemuImgError && /lock/i.test(err.stderr))
         throw nonRetryable(
           'ImageInUse',
           `image ${imageId} is in use (did the VM start?): ${err.stderr.trim()}`,
         );
-      if (err instanceof ColdMergeError && err.code !== 'QEMU_TOOL_FAILED')
-        throw nonRetryable('ChainMismatch', err.message, { code: err.code });
+      if (err instanceof ColdMergeError) throw nonRetryable('ChainMismatch', err.message, { code: err.code });
       throw err;
     } finally {
       clearInterval(beat);

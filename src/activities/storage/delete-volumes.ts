@@ -1,4 +1,4 @@
-import { assertDeletable, deleteVolumeGuarded } from '../../storage/deletion-guard';
+import { assertDeletable, deleteVolumeGuarded } from '../../guard/deletion-guard';
 import { DeletionRefused } from '../../storage/errors';
 import type { StorageActivities } from '../contracts';
 import { noBreakpoint } from '../breakpoints';

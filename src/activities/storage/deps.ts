@@ -1,4 +1,4 @@
-import type { DomainXmls } from '../../storage/deletion-guard';
+import type { DomainXmls } from '../../libvirt/domain-xmls';
 import { StorageDomain } from '../../storage/storage-domain';
 import type { Breakpoint } from '../breakpoints';
 

@@ -1,4 +1,6 @@
-import { diskForImage, inspectImage } from '../../inspect/inspect-image';
+import { findPathUsers } from '../../guard/path-users';
+import { inspectImage } from '../../inspect/inspect-image';
+import type { DomainXmls } from '../../libvirt/domain-xmls';
 import type { ChainReport, StorageActivities, VolumeRef } from '../contracts';
 import type { StorageActivityDeps } from './deps';
 import { openDomain } from './deps';
@@ -11,7 +13,8 @@ import { openDomain } from './deps';
 export function makeReconcileScan(deps: StorageActivityDeps): StorageActivities['reconcileScan'] {
   return async ({ storageDomainId }) => {
     const sd = await openDomain(deps, storageDomainId);
-    const xmls = await deps.domainXmls();
+    let read: Promise<DomainXmls[]> | undefined;
+    const xmls = (): Promise<DomainXmls[]> => (read ??= deps.domainXmls()); // read once, when first needed
     const orphans: VolumeRef[] = [];
     const reports: ChainReport[] = [];
     for (const imageId of await sd.listImages()) {
@@ -23,12 +26,12 @@ export function makeReconcileScan(deps: StorageActivityDeps): StorageActivities[
       for (const volumeId of scan.dataWithoutMetadata) orphans.push({ storageDomainId, imageId, volumeId });
       if (legal.length === 0) continue;
 
-      const imageDir = sd.imageDir(imageId);
-      let user: { live?: string; inactive?: string } = {};
-      for (const x of xmls) {
-        const xml = x.live ?? x.inactive;
-        if (xml && (await diskForImage(xml, imageDir))) user = x;
-      }
+      // The domain whose chains hold a file of the image (the last one, if several) is compared with it.
+      const files = [
+        ...scan.volumes.map((v) => v.path),
+        ...scan.dataWithoutMetadata.map((id) => sd.volumePath(imageId, id)),
+      ];
+      const user: Partial<DomainXmls> = (await findPathUsers(files, xmls)).at(-1)?.domain ?? {};
       try {
         const inspection = await inspectImage(sd, imageId, {
           ...(user.live ? { liveXml: user.live } : {}),

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import type { BitmapAction } from './bitmap-plan';
 import { addBitmap, enableBitmap, mergeBitmapFrom } from './bitmaps';
-import type { QemuRunOptions } from './exec';
+import type { RunOptions } from '../../qemu/qemu-img';
 
 export interface BitmapOutcome {
   name: string;
@@ -21,7 +21,7 @@ export async function applyBitmapPlan(
   dir: string,
   targetFile: string,
   plan: readonly BitmapAction[],
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<BitmapOutcome[]> {
   const target = path.join(dir, targetFile);
   const out: BitmapOutcome[] = [];

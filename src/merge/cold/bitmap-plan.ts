@@ -5,6 +5,7 @@
 // active layer), then walk from COMMIT_TOP down to (excluding) COMMIT_BASE, stop at the first
 // image without the bitmap, and merge each one into the base's bitmap.
 // The pull uses the same walk with top as the target and the pulled volumes as sources.
+import type { Format } from '../../schemas/volume';
 import type { PersistentBitmap } from './bitmaps';
 
 export interface BitmapLayer {
@@ -14,7 +15,7 @@ export interface BitmapLayer {
 
 export interface BitmapTarget extends BitmapLayer {
   /** A raw target cannot hold bitmaps: every bitmap is skipped. */
-  format: 'raw' | 'qcow2';
+  format: Format;
 }
 
 export type BitmapAction =

@@ -1,7 +1,8 @@
 // Persistent dirty bitmaps of qcow2 volumes: inspection and the three qemu-img operations the
 // cold merges need (add, enable, merge from another file). A raw volume has no bitmaps.
-import { runQemuImg, type QemuRunOptions } from './exec';
-import { volumeInfo, type VolumeFormat } from './info';
+import { runQemuImg, type RunOptions } from '../../qemu/qemu-img';
+import type { Format } from '../../schemas/volume';
+import { imageHeader } from '../../qemu/qemu-img';
 
 export interface PersistentBitmap {
   name: string;
@@ -17,11 +18,11 @@ export interface PersistentBitmap {
 /** Bitmaps of one volume from `qemu-img info --output=json -U` (format-specific.data.bitmaps). */
 export async function listBitmaps(
   file: string,
-  format: VolumeFormat = 'qcow2',
-  opts: QemuRunOptions = {},
+  format: Format = 'qcow2',
+  opts: RunOptions = {},
 ): Promise<PersistentBitmap[]> {
   if (format === 'raw') return [];
-  return toPersistentBitmaps((await volumeInfo(file, format, opts)).bitmaps);
+  return toPersistentBitmaps((await imageHeader(file, format, opts)).bitmaps);
 }
 
 export function toPersistentBitmaps(
@@ -41,7 +42,7 @@ export async function addBitmap(
   file: string,
   name: string,
   granularity: number,
-  opts: QemuRunOptions = {},
+  opts: RunOptions = {},
 ): Promise<void> {
   await runQemuImg(
     ['bitmap', '--add', '-g', String(granularity), '--enable', '-f', 'qcow2', file, name],
@@ -50,7 +51,7 @@ export async function addBitmap(
 }
 
 /** `qemu-img bitmap --enable -f qcow2 FILE NAME` (idempotent). */
-export async function enableBitmap(file: string, name: string, opts: QemuRunOptions = {}): Promise<void> {
+export async function enableBitmap(file: string, name: string, opts: RunOptions = {}): Promise<void> {
   await runQemuImg(['bitmap', '--enable', '-f', 'qcow2', file, name], opts);
 }
 
@@ -62,7 +63,7 @@ export async function mergeBitmapFrom(
   target: string,
   source: string,
   name: string,
-  opts: QemuRunOptions = {},
+  opts: RunOptions = {},
 ): Promise<void> {
   await runQemuImg(
     ['bitmap', '--merge', name, '-b', source, '-F', 'qcow2', '-f', 'qcow2', target, name],

@@ -3,13 +3,14 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ChainMismatch, InvalidColdMergeRequest } from './errors';
-import type { QemuRunOptions } from './exec';
-import { volumeInfo, type VolumeFormat, type VolumeInfo } from './info';
+import type { RunOptions } from '../../qemu/qemu-img';
+import type { Format } from '../../schemas/volume';
+import { imageHeader, type ImageHeader } from '../../qemu/qemu-img';
 
 export interface ChainVolume {
   /** File name inside `dir` (the qcow2 backing references are exactly these names). */
   readonly file: string;
-  readonly format: VolumeFormat;
+  readonly format: Format;
 }
 
 export interface ColdMergeRequest {
@@ -72,8 +73,8 @@ export function volPath(req: ColdMergeRequest, index: number): string {
 export async function readVolume(
   req: ColdMergeRequest,
   index: number,
-  opts: QemuRunOptions,
-): Promise<VolumeInfo | null> {
+  opts: RunOptions,
+): Promise<ImageHeader | null> {
   const v = vol(req, index);
   const p = volPath(req, index);
   try {
@@ -83,16 +84,16 @@ export async function readVolume(
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
   }
-  return volumeInfo(p, v.format, opts);
+  return imageHeader(p, v.format, opts);
 }
 
 /** Does the header of `info` name `parent` (file and format) as its backing file? null parent = no backing. */
-export function backsOnto(info: VolumeInfo, parent: ChainVolume | null): boolean {
+export function backsOnto(info: ImageHeader, parent: ChainVolume | null): boolean {
   if (parent === null) return info.backingFile === null;
   return info.backingFile === parent.file && info.backingFormat === parent.format;
 }
 
-export function describeBacking(info: VolumeInfo): string {
+export function describeBacking(info: ImageHeader): string {
   return info.backingFile === null
     ? 'no backing file'
     : `backing ${info.backingFile} (${info.backingFormat ?? 'no format'})`;
@@ -111,7 +112,7 @@ export interface ChainProblem {
 export async function chainProblem(
   req: ColdMergeRequest,
   chain: readonly ChainVolume[],
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<ChainProblem | null> {
   for (const [i, v] of chain.entries()) {
     const info = await readVolume({ ...req, chain }, i, opts);
@@ -125,15 +126,6 @@ export async function chainProblem(
   return null;
 }
 
-export async function assertChain(
-  req: ColdMergeRequest,
-  chain: readonly ChainVolume[],
-  opts: QemuRunOptions,
-): Promise<void> {
-  const p = await chainProblem(req, chain, opts);
-  if (p) throw new ChainMismatch(p.file, p.detail);
-}
-
 /**
  * Which form the headers show: 'before' (exactly `req.chain`) or 'after' (exactly `after`, the
  * chain the merge produces). `after` null: the finished merge leaves no trace in any header, so
@@ -142,7 +134,7 @@ export async function assertChain(
 export async function chainForm(
   req: ColdMergeRequest,
   after: readonly ChainVolume[] | null,
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<'before' | 'after'> {
   const before = await chainProblem(req, req.chain, opts);
   if (!before) return 'before';

@@ -26,8 +26,8 @@ import {
   type ChainVolume,
   type ColdMergeRequest,
 } from './chain';
-import { runQemuImg, type QemuRunOptions } from './exec';
-import type { ColdMergeResult, ColdMergeState, StepReport } from './result';
+import { runQemuImg, type RunOptions } from '../../qemu/qemu-img';
+import { alreadyDone, type ColdMergeResult, type ColdMergeState, type StepReport } from './result';
 
 export type ColdCommitRequest = ColdMergeRequest;
 
@@ -50,7 +50,7 @@ function chainAfter(req: ColdCommitRequest): ChainVolume[] | null {
  */
 export async function coldCommitState(
   req: ColdCommitRequest,
-  opts: QemuRunOptions = {},
+  opts: RunOptions = {},
 ): Promise<ColdMergeState> {
   validateRequest(req);
   const form = await chainForm(req, chainAfter(req), opts);
@@ -71,7 +71,7 @@ export async function coldCommitState(
  * Step 1. Repeatable: with -b (which implies -d, passed anyway) neither top nor the volumes between
  * are modified, so another commit writes the very same data into base again.
  */
-export async function commitData(req: ColdCommitRequest, opts: QemuRunOptions = {}): Promise<StepReport> {
+export async function commitData(req: ColdCommitRequest, opts: RunOptions = {}): Promise<StepReport> {
   validateRequest(req);
   await chainForm(req, null, opts); // only from the 'before' form
   const args = [
@@ -96,7 +96,7 @@ export async function commitData(req: ColdCommitRequest, opts: QemuRunOptions = 
  */
 export async function mergeCommitBitmaps(
   req: ColdCommitRequest,
-  opts: QemuRunOptions = {},
+  opts: RunOptions = {},
 ): Promise<{ report: StepReport; bitmaps: BitmapOutcome[] }> {
   validateRequest(req);
   await chainForm(req, null, opts);
@@ -142,7 +142,7 @@ export async function mergeCommitBitmaps(
 async function activeBitmaps(
   req: ColdCommitRequest,
   leafIndex: number,
-  opts: QemuRunOptions,
+  opts: RunOptions,
 ): Promise<PersistentBitmap[] | undefined> {
   const leaf = await readVolume(req, leafIndex, opts);
   return leaf ? toPersistentBitmaps(leaf.bitmaps) : undefined;
@@ -151,7 +151,7 @@ async function activeBitmaps(
 /** Step 3. Header-only (-u). Skipped when the headers already show the 'after' form. */
 export async function rebaseChildOntoBase(
   req: ColdCommitRequest,
-  opts: QemuRunOptions = {},
+  opts: RunOptions = {},
 ): Promise<StepReport> {
   validateRequest(req);
   const ci = childIndex(req);
@@ -174,27 +174,12 @@ export async function rebaseChildOntoBase(
   return { step: 'rebase-child', status: 'ran', detail: `${child.file} now backs onto ${base.file}` };
 }
 
-export async function coldCommit(
-  req: ColdCommitRequest,
-  opts: QemuRunOptions = {},
-): Promise<ColdMergeResult> {
+export async function coldCommit(req: ColdCommitRequest, opts: RunOptions = {}): Promise<ColdMergeResult> {
   const state = await coldCommitState(req, opts);
   const removed = req.chain.slice(req.baseIndex + 1, req.topIndex + 1);
   const newChain = [...req.chain.slice(0, req.baseIndex + 1), ...req.chain.slice(req.topIndex + 1)];
-  if (state.status === 'done') {
-    const skipped = (step: StepReport['step']): StepReport => ({
-      step,
-      status: 'skipped',
-      detail: state.detail,
-    });
-    return {
-      alreadyDone: true,
-      steps: [skipped('commit'), skipped('merge-bitmaps'), skipped('rebase-child')],
-      bitmaps: [],
-      removed,
-      newChain,
-    };
-  }
+  if (state.status === 'done')
+    return alreadyDone(state.detail, ['commit', 'merge-bitmaps', 'rebase-child'], removed, newChain);
   // Step 1 — a re-run recognises it as done only through step 3 (child on base => 'done' above);
   // otherwise it commits again, which rewrites identical data since top..base+1 are never modified.
   const steps: StepReport[] = [await commitData(req, opts)];

@@ -1,7 +1,7 @@
-// Typed errors of the cold merge primitives. Each carries a stable `code` so activities can map
+// Typed errors of the cold merge primitives (a failing qemu-img is a QemuImgError, src/qemu/qemu-img.ts). Each carries a stable `code` so activities can map
 // them to Temporal ApplicationFailure types without parsing messages.
 
-export type ColdMergeErrorCode = 'INVALID_REQUEST' | 'CHAIN_MISMATCH' | 'QEMU_TOOL_FAILED';
+export type ColdMergeErrorCode = 'INVALID_REQUEST' | 'CHAIN_MISMATCH';
 
 export abstract class ColdMergeError extends Error {
   abstract readonly code: ColdMergeErrorCode;
@@ -30,24 +30,5 @@ export class ChainMismatch extends ColdMergeError {
     options?: { cause?: unknown },
   ) {
     super(`chain mismatch at ${file}: ${detail}`, options);
-  }
-}
-
-/** qemu-img (or another QEMU tool) failed: the exact argument vector, exit code/signal and stderr. */
-export class QemuToolError extends ColdMergeError {
-  override readonly name = 'QemuToolError';
-  readonly code = 'QEMU_TOOL_FAILED' as const;
-  constructor(
-    readonly tool: string,
-    readonly args: readonly string[],
-    readonly exitCode: number | null,
-    readonly signal: NodeJS.Signals | null,
-    readonly stderr: string,
-    detail?: string,
-    options?: { cause?: unknown },
-  ) {
-    const how = exitCode !== null ? `exit code ${exitCode}` : signal ? `signal ${signal}` : 'failure';
-    const tail = stderr.trim() || detail || '';
-    super(`${tool} ${args.join(' ')}: ${how}${tail ? `: ${tail}` : ''}`, options);
   }
 }

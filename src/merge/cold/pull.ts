@@ -19,8 +19,8 @@ import { applyBitmapPlan, type BitmapOutcome } from './bitmap-merge';
 import { planBitmapMerge, type BitmapLayer } from './bitmap-plan';
 import { listBitmaps } from './bitmaps';
 import { chainForm, validateRequest, vol, volPath, type ChainVolume, type ColdMergeRequest } from './chain';
-import { runQemuImg, type QemuRunOptions } from './exec';
-import type { ColdMergeResult, ColdMergeState, StepReport } from './result';
+import { runQemuImg, type RunOptions } from '../../qemu/qemu-img';
+import { alreadyDone, type ColdMergeResult, type ColdMergeState, type StepReport } from './result';
 
 export type ColdPullRequest = ColdMergeRequest;
 
@@ -41,10 +41,7 @@ const parentName = (p: ChainVolume | null): string => (p ? p.file : 'no backing 
  *   backing when base was the root) -> 'done';
  * - anything else -> ChainMismatch (nothing is touched).
  */
-export async function coldPullState(
-  req: ColdPullRequest,
-  opts: QemuRunOptions = {},
-): Promise<ColdMergeState> {
+export async function coldPullState(req: ColdPullRequest, opts: RunOptions = {}): Promise<ColdMergeState> {
   validateRequest(req);
   const top = vol(req, req.topIndex);
   if ((await chainForm(req, chainAfter(req), opts)) === 'after') {
@@ -56,7 +53,7 @@ export async function coldPullState(
 /** Step 1. Repeatable: merges are ORs into top's existing bitmaps; nothing is created. */
 export async function mergePullBitmaps(
   req: ColdPullRequest,
-  opts: QemuRunOptions = {},
+  opts: RunOptions = {},
 ): Promise<{ report: StepReport; bitmaps: BitmapOutcome[] }> {
   validateRequest(req);
   await chainForm(req, null, opts); // only from the 'before' form
@@ -96,7 +93,7 @@ export async function mergePullBitmaps(
  * top first and the header changes last, so an interrupted rebase leaves top's guest view as it was
  * and simply runs again. Skipped when the headers already show the 'after' form.
  */
-export async function rebaseTopSafe(req: ColdPullRequest, opts: QemuRunOptions = {}): Promise<StepReport> {
+export async function rebaseTopSafe(req: ColdPullRequest, opts: RunOptions = {}): Promise<StepReport> {
   validateRequest(req);
   const top = vol(req, req.topIndex);
   const parent = newParent(req);
@@ -108,24 +105,12 @@ export async function rebaseTopSafe(req: ColdPullRequest, opts: QemuRunOptions =
   return { step: 'rebase-top', status: 'ran', detail: `${top.file} now has ${parentName(parent)}` };
 }
 
-export async function coldPull(req: ColdPullRequest, opts: QemuRunOptions = {}): Promise<ColdMergeResult> {
+export async function coldPull(req: ColdPullRequest, opts: RunOptions = {}): Promise<ColdMergeResult> {
   const state = await coldPullState(req, opts);
   const removed = req.chain.slice(req.baseIndex, req.topIndex);
   const newChain = chainAfter(req);
-  if (state.status === 'done') {
-    const skipped = (step: StepReport['step']): StepReport => ({
-      step,
-      status: 'skipped',
-      detail: state.detail,
-    });
-    return {
-      alreadyDone: true,
-      steps: [skipped('merge-bitmaps'), skipped('rebase-top')],
-      bitmaps: [],
-      removed,
-      newChain,
-    };
-  }
+  if (state.status === 'done')
+    return alreadyDone(state.detail, ['merge-bitmaps', 'rebase-top'], removed, newChain);
   // Step 1 — a re-run ORs the same sources into top's bitmaps again: no change.
   const b = await mergePullBitmaps(req, opts);
   // Step 2 — a re-run reads top's header: already naming the new parent => skipped (state 'done').

@@ -26,3 +26,19 @@ export interface ColdMergeResult {
   /** The image's chain after the merge, base first. */
   newChain: ChainVolume[];
 }
+
+/** The result of a merge the headers show finished: every step skipped, for `detail`. */
+export function alreadyDone(
+  detail: string,
+  steps: readonly ColdStep[],
+  removed: ChainVolume[],
+  newChain: ChainVolume[],
+): ColdMergeResult {
+  return {
+    alreadyDone: true,
+    steps: steps.map((step) => ({ step, status: 'skipped', detail })),
+    bitmaps: [],
+    removed,
+    newChain,
+  };
+}

@@ -1,12 +1,13 @@
 // The domain XML of a livemerge test VM: a TCG guest (<domain type='qemu'>: no KVM needed) with 64 MiB,
 // one vCPU, no OS and no boot device. QEMU idles in the firmware while its block layer works fully
 // (block commit, pull, external snapshots, qemu-io through the guest device).
-import { escapeXml } from '../common/xml';
+import { escapeXml } from '../../common/xml';
+import type { Format } from '../../schemas/volume';
 
 export interface VmDiskSpec {
   /** Absolute path of the disk's leaf volume. */
   path: string;
-  format: 'raw' | 'qcow2';
+  format: Format;
 }
 
 /** vda, vdb, ... (at most 26 disks). */

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../config';
-import { devDown, devStatus, devUp } from '../devstack/stack';
-import { printJson } from './output';
+import { loadConfig } from '../../config';
+import { devDown, devStatus, devUp } from '../../devstack/stack';
+import { printJson } from '../output';
 
 export function registerDev(program: Command): void {
   const dev = program

@@ -11,19 +11,19 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
 import { Client, Connection } from '@temporalio/client';
-import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
-import type { Config } from '../config';
-import { REPO_ROOT, loadConfig } from '../config';
-import { pollerCount } from '../devstack/health';
-import { parseDomainDiskChains } from '../inspect/domain-xml';
-import type { Domain, LibvirtConnection } from '../libvirt';
-import { hmpQemuIo } from '../libvirt';
-import type { VolumeInfo } from '../storage/storage-domain';
-import { bandwidthArg } from './args';
-import { OperationFailed, formatBytes, workflowUiLink } from './output';
-import type { AnyProgress } from './workflows';
-import { Domains, describeDomain, diskChain, listStorageDomains, withLibvirt } from './vms';
-import { StorageDomain } from '../storage/storage-domain';
+import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../common/task-queues';
+import type { Config } from '../../config';
+import { REPO_ROOT, loadConfig } from '../../config';
+import { pollerCount } from '../../devstack/health';
+import { parseDomainDiskChains } from '../../inspect/domain-xml';
+import type { Domain, LibvirtConnection } from '../../libvirt';
+import { hmpQemuIo } from '../../libvirt';
+import type { VolumeInfo } from '../../schemas/volume';
+import { bandwidthArg } from '../args';
+import { OperationFailed, formatBytes, workflowUiLink } from '../output';
+import type { AnyProgress } from '../workflows';
+import { StorageDomains, describeDomain, diskChain, listStorageDomains, withLibvirt } from '../vms';
+import { StorageDomain } from '../../storage/storage-domain';
 import { diskQdevId } from './vm-xml';
 
 const exec = promisify(execFile);
@@ -238,7 +238,7 @@ async function demoSteps(
   const dom = await conn.lookupByName(state.name);
   try {
     state.vmId = dom.uuid;
-    const domains = new Domains(config.storageRoot);
+    const storageDomains = new StorageDomains(config.storageRoot);
     const view = async () => describeDomain(dom, config.storageRoot);
     const link = (id: string) => workflowUiLink(config.temporalUiUrl, config.temporalNamespace, id);
 
@@ -274,7 +274,7 @@ async function demoSteps(
     // The guest's view of every disk before any merge, read through the leaf.
     const before: string[] = [];
     for (const disk of (await view()).disks) {
-      const leaf = (await diskChain(domains, disk)).at(-1)!;
+      const leaf = (await diskChain(storageDomains, disk)).at(-1)!;
       const out = path.join(tmp, `before-${disk.target}.raw`);
       await exec('qemu-img', ['convert', '-U', '-f', leaf.format, '-O', 'raw', leaf.path, out]);
       before.push(out);
@@ -296,7 +296,7 @@ async function demoSteps(
     ]);
     state.workflowIds.push(`remove-snapshot:${dom.uuid}:${snaps[1]!}`);
     for (const [d, disk] of (await view()).disks.entries()) {
-      const leaf = (await diskChain(domains, disk)).at(-1)!;
+      const leaf = (await diskChain(storageDomains, disk)).at(-1)!;
       if (!(await sameBytes(before[d]!, leaf)))
         throw new OperationFailed(`${disk.target}: the guest's view changed after the intermediate commit`);
       ok(`${disk.target}: qemu-img compare: the guest reads exactly the same bytes as before`);
@@ -333,7 +333,7 @@ async function demoSteps(
     section('5. Every byte, verified through the leaf');
     const final = await view();
     for (const [d, disk] of final.disks.entries()) {
-      const chain = await diskChain(domains, disk);
+      const chain = await diskChain(storageDomains, disk);
       const leaf = chain.at(-1)!;
       // Expected: the dump from before, plus the write made during the merge.
       const expected = path.join(tmp, `expected-${disk.target}.raw`);

@@ -3,20 +3,22 @@ import fs from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { Client as TemporalClient, Connection } from '@temporalio/client';
-import { volumeRefFromPath } from '../activities/host/vm';
-import { ENGINE_TASK_QUEUE } from '../common/task-queues';
-import type { Config } from '../config';
-import { loadConfig } from '../config';
-import { parseDomainDiskChains } from '../inspect/domain-xml';
-import type { Domain, LibvirtConnection } from '../libvirt';
-import { DomainUndefineFlags, isNoDomainError, readDomainXmls } from '../libvirt';
-import { StorageDomain } from '../storage/storage-domain';
-import type { VolumeInfo } from '../storage/storage-domain';
-import { diskSizeArg, intArg, uuidArg, vmNameArg, vmRefArg } from './args';
-import { OperationFailed, UsageError, formatBytes, info, printJson, table, workflowUiLink } from './output';
-import { Domains, listStorageDomains, lookupVm, withLibvirt } from './vms';
+import { ENGINE_TASK_QUEUE } from '../../common/task-queues';
+import type { Config } from '../../config';
+import { loadConfig } from '../../config';
+import { findPathUsers } from '../../guard/path-users';
+import { parseDomainDiskChains } from '../../inspect/domain-xml';
+import type { Format } from '../../schemas/volume';
+import type { Domain, LibvirtConnection } from '../../libvirt';
+import { DomainUndefineFlags, isNoDomainError, readDomainXmls } from '../../libvirt';
+import { volumeRefFromPath } from '../../storage/paths';
+import { StorageDomain } from '../../storage/storage-domain';
+import type { VolumeInfo } from '../../schemas/volume';
+import { diskSizeArg, intArg, uuidArg, vmNameArg, vmRefArg } from '../args';
+import { OperationFailed, UsageError, formatBytes, info, printJson, table, workflowUiLink } from '../output';
+import { StorageDomains, listStorageDomains, lookupVm, withLibvirt } from '../vms';
 import { diskTarget, testVmXml } from './vm-xml';
-import { withTemporal } from './workflows';
+import { withTemporal } from '../workflows';
 
 export interface VmCreateResult {
   vmId: string;
@@ -160,7 +162,7 @@ async function createVm(
   conn: LibvirtConnection,
   config: Config,
   sd: StorageDomain,
-  o: { name: string; count: number; capacity: number; format: 'raw' | 'qcow2'; start: boolean },
+  o: { name: string; count: number; capacity: number; format: Format; start: boolean },
 ): Promise<VmCreateResult> {
   const bases: VolumeInfo[] = [];
   let dom: Domain | undefined;
@@ -270,19 +272,18 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
         );
       images.set(r.imageId, { storageDomainId: r.storageDomainId, imageId: r.imageId });
     }
-    // ... and no other domain uses any of these images.
-    for (const other of await readDomainXmls(conn)) {
-      if (other.uuid === vmId) continue;
-      for (const xml of [other.live, other.inactive]) {
-        for (const e of xml ? chainEntries(xml) : []) {
-          const r = e.path ? volumeRefFromPath(config.storageRoot, e.path) : null;
-          if (r && images.has(r.imageId))
-            throw new UsageError(
-              `refusing to delete VM ${name}: VM ${other.name} also uses image ${r.imageId} (${e.path})`,
-            );
-        }
-      }
-    }
+    // ... and no other domain uses any volume of these images.
+    const storageDomains = new StorageDomains(config.storageRoot);
+    const files: string[] = [];
+    for (const img of images.values())
+      for (const v of await (await storageDomains.get(img.storageDomainId)).listVolumes(img.imageId))
+        files.push(v.path);
+    const [other] = await findPathUsers(files, () => readDomainXmls(conn), { except: vmId });
+    if (other)
+      throw new UsageError(
+        `refusing to delete VM ${name}: VM ${other.domain.name} also uses image ` +
+          `${volumeRefFromPath(config.storageRoot, other.path)?.imageId} (${other.entry})`,
+      );
     try {
       await withTemporal(config, (client) => refuseIfBusy(client, vmId, name, [...images.keys()]));
     } catch (err) {
@@ -292,10 +293,11 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
     }
 
     await undefineVm(dom);
-    const domains = new Domains(config.storageRoot);
     const deletedVolumeIds: string[] = [];
     for (const img of images.values())
-      deletedVolumeIds.push(...(await deleteImage(await domains.get(img.storageDomainId), img.imageId)));
+      deletedVolumeIds.push(
+        ...(await deleteImage(await storageDomains.get(img.storageDomainId), img.imageId)),
+      );
     return { vmId, name, deletedImageIds: [...images.keys()], deletedVolumeIds };
   } finally {
     dom.free();
