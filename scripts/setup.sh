@@ -52,7 +52,7 @@ else
   step "npm packages" "npm install (from package-lock.json)"
   # npm adds the other platforms' optional packages it could resolve to the lock it installed from; the
   # committed lock already pins every version installed here, so it is put back: the work tree stays clean.
-  cp package-lock.json .tools/package-lock.committed 2>/dev/null || { mkdir -p .tools && cp package-lock.json .tools/package-lock.committed; }
+  mkdir -p .tools && cp package-lock.json .tools/package-lock.committed
   npm install --no-fund --no-audit --loglevel=error
   cp .tools/package-lock.committed package-lock.json
   mkdir -p .tools && cp package-lock.json .tools/package-lock.installed
