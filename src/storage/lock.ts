@@ -46,6 +46,8 @@ export interface LockOptions {
   timeoutMs?: number;
   /** Free text stored in the owner record, for diagnostics. */
   purpose?: string;
+  /** Told each time a dead owner's lock is broken (logs: an operator wants to see it). */
+  onBrokenStale?: (dead: LockOwner) => void;
 }
 
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -157,7 +159,7 @@ async function unlinkIfToken(file: string, token: string): Promise<boolean> {
   return true;
 }
 
-async function breakStale(lockFile: string, dead: LockOwner): Promise<void> {
+async function breakStale(lockFile: string, dead: LockOwner, opts: LockOptions): Promise<void> {
   const breakFile = `${lockFile}.break`;
   const me = newOwner(`break ${dead.token}`);
   if (!(await tryCreate(breakFile, me))) {
@@ -167,7 +169,10 @@ async function breakStale(lockFile: string, dead: LockOwner): Promise<void> {
   }
   try {
     const cur = await readOwner(lockFile);
-    if (cur && cur.token === dead.token && ownerIsDead(cur)) await fs.rm(lockFile, { force: true });
+    if (cur && cur.token === dead.token && ownerIsDead(cur)) {
+      await fs.rm(lockFile, { force: true });
+      opts.onBrokenStale?.(cur);
+    }
   } finally {
     await unlinkIfToken(breakFile, me.token);
   }
@@ -185,7 +190,7 @@ async function acquire(lockFile: string, opts: LockOptions): Promise<LockOwner> 
     const owner = await readOwner(lockFile);
     if (owner === null) continue; // released between our attempt and the read: retry at once
     if (ownerIsDead(owner)) {
-      await breakStale(lockFile, owner);
+      await breakStale(lockFile, owner, opts);
       continue;
     }
     const waited = Date.now() - started;

@@ -144,7 +144,11 @@ export function faultContext(stack: ProcessStack, log: (line: string) => void = 
 }
 
 /** The VM's domain on the test's current libvirt connection (reopened after a libvirtd restart). */
-async function withDom<T>(ctx: FaultContext, uuid: string, fn: (dom: Domain) => Promise<T>): Promise<T> {
+export async function withDom<T>(
+  ctx: FaultContext,
+  uuid: string,
+  fn: (dom: Domain) => Promise<T>,
+): Promise<T> {
   const conn = await ctx.libvirt();
   const dom = await conn.lookupByUuid(uuid);
   try {
@@ -154,7 +158,7 @@ async function withDom<T>(ctx: FaultContext, uuid: string, fn: (dom: Domain) => 
   }
 }
 
-async function diskChainOf(ctx: FaultContext, uuid: string, inactive: boolean): Promise<string[]> {
+export async function diskChainOf(ctx: FaultContext, uuid: string, inactive: boolean): Promise<string[]> {
   return await withDom(ctx, uuid, async (dom) => {
     const d = parseDomainDiskChains(await dom.xml({ inactive })).find((x) => x.target === 'vda');
     return d ? d.chain.map((e) => e.path ?? '') : [];
@@ -163,7 +167,7 @@ async function diskChainOf(ctx: FaultContext, uuid: string, inactive: boolean): 
 
 // ---- workflows -------------------------------------------------------------------------------------
 
-async function createSnapshot(ctx: FaultContext, vmId: string): Promise<string> {
+export async function createSnapshot(ctx: FaultContext, vmId: string): Promise<string> {
   const snapshotId = randomUUID();
   await ctx.stack.client.workflow.execute('createSnapshot', {
     taskQueue: ENGINE_TASK_QUEUE,
@@ -189,12 +193,12 @@ export async function reconcile(ctx: FaultContext, storageDomainId: string): Pro
   });
 }
 
-async function progressOf(handle: WorkflowHandle): Promise<Progress | undefined> {
+export async function progressOf(handle: WorkflowHandle): Promise<Progress | undefined> {
   return await handle.query<Progress>('progress').catch(() => undefined);
 }
 
 /** The workflow's result within `ms`, or a failure that carries every part's log tail. */
-async function outcomeWithin(
+export async function outcomeWithin(
   ctx: FaultContext,
   handle: WorkflowHandle,
   ms: number,
@@ -221,7 +225,7 @@ async function outcomeWithin(
 }
 
 /** ms timestamp of the first completion of activity `type` in the run's history. */
-async function completedAt(handle: WorkflowHandle, type: string): Promise<number | undefined> {
+export async function completedAt(handle: WorkflowHandle, type: string): Promise<number | undefined> {
   const events = (await handle.fetchHistory()).events ?? [];
   const scheduled = new Set(
     events
@@ -240,7 +244,7 @@ async function completedAt(handle: WorkflowHandle, type: string): Promise<number
 // ---- faults ----------------------------------------------------------------------------------------
 
 /** libvirtd is stopped only when no other vitest run uses it (docs/failure-model.md). */
-async function waitForLibvirtdAlone(ctx: FaultContext): Promise<void> {
+export async function waitForLibvirtdAlone(ctx: FaultContext): Promise<void> {
   await until(
     'other vitest runs to finish (they share libvirtd)',
     async () => {
@@ -269,7 +273,7 @@ async function alive(pid: number): Promise<boolean> {
 }
 
 /** Injects the fault; returns the operator's restoration (restart of what was stopped). */
-async function inject(ctx: FaultContext, fault: Fault, vmId: string): Promise<() => Promise<void>> {
+export async function inject(ctx: FaultContext, fault: Fault, vmId: string): Promise<() => Promise<void>> {
   const { stack } = ctx;
   switch (fault) {
     case 'engine-kill':
