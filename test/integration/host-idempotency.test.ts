@@ -24,7 +24,8 @@ function call<K extends keyof HostActivities>(
   const fn = host[name] as (
     ...a: Parameters<HostActivities[K]>
   ) => Promise<Awaited<ReturnType<HostActivities[K]>>>;
-  return new MockActivityEnvironment({ activityType: name }).run(fn, ...args);
+  // No workflow: the host unit has nobody to report its stages to.
+  return new MockActivityEnvironment({ activityType: name, workflowExecution: undefined }).run(fn, ...args);
 }
 
 interface State {
