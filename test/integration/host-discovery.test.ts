@@ -1,12 +1,15 @@
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { writeThroughGuest } from '../helpers/data';
 import { createStackVm, useStack } from '../helpers/stack';
-import { createSnapshot, removeSnapshot } from '../helpers/workflows';
+import { createSnapshot, failureTypeOf, removeSnapshot, startRemoveSnapshot } from '../helpers/workflows';
+
+const LOCATE_TIMEOUT_S = 6;
 
 describe('finding the VM among the configured hosts', () => {
   it('asks every configured host; an absent agent does not stop or slow a merge of a running VM', async () => {
     // The first configured host has no agent at all: its probe can only time out.
-    const s = await useStack({ extraHosts: ['ghost-host'] });
+    const s = await useStack({ extraHosts: ['ghost-host'], locateTimeoutSeconds: LOCATE_TIMEOUT_S });
     const { vm } = await createStackVm(s, { disks: 1 });
     await writeThroughGuest(vm.domain, 0, { byte: 0x41, offset: 0, length: 65536 });
     const snap = await createSnapshot(s, vm.uuid);
@@ -16,5 +19,32 @@ describe('finding the VM among the configured hosts', () => {
     expect(r.disks.map((d) => d.status)).toEqual(['merged']);
     // The ghost's probe has a 5 s schedule-to-start timeout; the merge does not wait for it.
     expect(Date.now() - t0).toBeLessThan(5000);
+  });
+
+  it('a VM no answering host has, while another host is silent: HostUnreachable after the locate timeout, never VmNotFound', async () => {
+    const s = await useStack({ extraHosts: ['ghost-host'], locateTimeoutSeconds: LOCATE_TIMEOUT_S });
+    const t0 = Date.now();
+    const handle = await startRemoveSnapshot(s, { vmId: randomUUID(), snapshotId: randomUUID() });
+    expect(await failureTypeOf(handle.result())).toBe('HostUnreachable');
+    const seconds = (Date.now() - t0) / 1000;
+    expect(seconds).toBeGreaterThanOrEqual(LOCATE_TIMEOUT_S);
+    // The silent host was asked again and again meanwhile (one probe per round), the other once per round.
+    const probes = ((await handle.fetchHistory()).events ?? []).filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'locateVm',
+    );
+    expect(probes.length).toBeGreaterThan(2);
+  });
+
+  it('every asked host answers no: VmNotFound within seconds', async () => {
+    const s = await useStack({ extraHosts: ['ghost-host'], locateTimeoutSeconds: LOCATE_TIMEOUT_S });
+    const t0 = Date.now();
+    // Asking only the host whose agent runs: every asked host answers.
+    const handle = await startRemoveSnapshot(s, {
+      vmId: randomUUID(),
+      snapshotId: randomUUID(),
+      hostId: s.hostId,
+    });
+    expect(await failureTypeOf(handle.result())).toBe('VmNotFound');
+    expect(Date.now() - t0).toBeLessThan(3000);
   });
 });
