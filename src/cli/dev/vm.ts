@@ -284,13 +284,8 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
         `refusing to delete VM ${name}: VM ${other.domain.name} also uses image ` +
           `${volumeRefFromPath(config.storageRoot, other.path)?.imageId} (${other.entry})`,
       );
-    try {
-      await withTemporal(config, (client) => refuseIfBusy(client, vmId, name, [...images.keys()]));
-    } catch (err) {
-      if (!(err instanceof OperationFailed)) throw err;
-      // Temporal is down: no workflow can make progress on this VM now; say that it was not checked.
-      process.stderr.write(`livemerge: warning: not checked for running workflows: ${err.message}\n`);
-    }
+    // Fails closed: with Temporal unreachable, whether a merge of this VM runs cannot be told, so it refuses.
+    await withTemporal(config, (client) => refuseIfBusy(client, vmId, name, [...images.keys()]));
 
     await undefineVm(dom);
     const deletedVolumeIds: string[] = [];
