@@ -297,11 +297,15 @@ describe('finding the VM waits for a host that does not answer', () => {
 });
 
 describe('removeSnapshot with two disks', () => {
-  it('engine killed between the children (one merged, one before its recording): both merge', async () => {
+  /**
+   * Removes the snapshot of a 2-disk VM with vdb's merge held at `breakpoint` until vda's has completed,
+   * kills `part` there, restarts it, and checks that both disks merge.
+   */
+  async function killBetweenChildren(breakpoint: string, part: 'engine' | 'host'): Promise<Vm> {
     const vm = await snapshottedVm(2);
-    stack.holds.hold('recordMerge', childId(vm, 1));
+    stack.holds.hold(breakpoint, childId(vm, 1));
     const handle = await removeSnapshot(vm);
-    await stack.waitHeld('recordMerge', childId(vm, 1));
+    await stack.waitHeld(breakpoint, childId(vm, 1));
     await until(
       'the first disk to merge',
       async () =>
@@ -309,30 +313,20 @@ describe('removeSnapshot with two disks', () => {
       60_000,
       100,
     );
-    await stack.kill('engine');
+    await stack.kill(part);
     stack.releaseAll();
-    await stack.startPart('engine');
+    await stack.startPart(part);
     await succeeded(handle);
     for (const i of [0, 1]) await expectDiskMerged(vm, i);
+    return vm;
+  }
+
+  it('engine killed between the children (one merged, one before its recording): both merge', async () => {
+    await killBetweenChildren('recordMerge', 'engine');
   });
 
   it('host agent killed with one disk merged and the other before its job: the retry merges it', async () => {
-    const vm = await snapshottedVm(2);
-    stack.holds.hold('startJob', childId(vm, 1));
-    const handle = await removeSnapshot(vm);
-    await stack.waitHeld('startJob', childId(vm, 1));
-    await until(
-      'the first disk to merge',
-      async () =>
-        (await stack.client.workflow.getHandle(childId(vm, 0)).describe()).status.name === 'COMPLETED',
-      60_000,
-      100,
-    );
-    await stack.kill('host');
-    stack.releaseAll();
-    await stack.startPart('host');
-    await succeeded(handle);
-    for (const i of [0, 1]) await expectDiskMerged(vm, i);
+    const vm = await killBetweenChildren('startJob', 'host');
     const unit = await activityRun(stack.client.workflow.getHandle(childId(vm, 1)), 'mergeOnHost');
     expect(unit.attempt).toBeGreaterThan(1);
     expect(unit.result).toMatchObject({ start: 'started', pivot: 'pivoted' });
