@@ -1,9 +1,11 @@
 // How fast does a merge notice that QEMU finished a block job? For each iteration: a TCG VM with one
 // disk, two live snapshots, 8 MiB in each layer; removeSnapshot of the older one (intermediate commit,
-// COMPLETED) and then of the newer one (active commit, READY + pivot). The gap is measured from the
-// libvirt event, seen by this process on its own connection, to the moment the workflow scheduled its
-// next step (verifyMerged after COMPLETED, pivot after READY) in the workflow history. Jobs are throttled
-// to ~0.5 s so that they finish after the waiting activity subscribed, as any real merge does.
+// COMPLETED) and then of the newer one (active commit, READY + pivot). The host unit (mergeOnHost) acts on
+// the event itself: after READY it pivots at once, in the same process. Measured from the libvirt event,
+// seen by this process on its own connection: READY → the job's end after the pivot (libvirt's COMPLETED
+// event of the active commit), and the event → the host unit's completion and the workflow's next step
+// (recordMerge scheduled) in the workflow history. Jobs are throttled to ~0.5 s so that they finish after
+// the host unit subscribed, as any real merge does.
 //
 // Usage: npx livemerge dev up && npx tsx bench/notice-latency.ts [iterations=5]
 import { randomUUID } from 'node:crypto';
@@ -22,22 +24,18 @@ function eventMs(e: temporal.api.history.v1.IHistoryEvent): number {
   return Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
 }
 
-/** When the waiting activity completed, and when the workflow then scheduled `next`. */
-async function stepTimes(
-  client: Client,
-  workflowId: string,
-  next: string,
-): Promise<{ waited: number; scheduled: number }> {
+/** When the host unit completed, and when the workflow then scheduled its next step (recordMerge). */
+async function stepTimes(client: Client, workflowId: string): Promise<{ unitDone: number; next: number }> {
   const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
   const scheduled = (name: string) =>
     events.find((x) => x.activityTaskScheduledEventAttributes?.activityType?.name === name);
-  const wait = scheduled('waitForJob');
-  const waited = events.find(
-    (x) => x.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === wait?.eventId?.toString(),
+  const unit = scheduled('mergeOnHost');
+  const done = events.find(
+    (x) => x.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === unit?.eventId?.toString(),
   );
-  const nextEvent = scheduled(next);
-  if (!waited || !nextEvent) throw new Error(`${workflowId}: no waitForJob completion or no ${next}`);
-  return { waited: eventMs(waited), scheduled: eventMs(nextEvent) };
+  const next = scheduled('recordMerge');
+  if (!done || !next) throw new Error(`${workflowId}: no mergeOnHost completion or no recordMerge`);
+  return { unitDone: eventMs(done), next: eventMs(next) };
 }
 
 function percentile(xs: number[], p: number): number {
@@ -54,15 +52,10 @@ async function main(): Promise<void> {
   const sd = await StorageDomain.create(config.storageRoot, randomUUID());
   const events: Array<BlockJobEvent & { at: number }> = [];
   conn.onBlockJob((e) => events.push({ ...e, at: Date.now() }));
-  const completedGap: number[] = [];
-  const readyGap: number[] = [];
-  const agentPart: number[] = [];
-  const enginePart: number[] = [];
-  const record = (gaps: number[], eventAt: number, t: { waited: number; scheduled: number }) => {
-    gaps.push(t.scheduled - eventAt);
-    agentPart.push(t.waited - eventAt);
-    enginePart.push(t.scheduled - t.waited);
-  };
+  const completedToUnit: number[] = [];
+  const completedToNext: number[] = [];
+  const readyToPivoted: number[] = [];
+  const readyToNext: number[] = [];
   const mergeSeconds: number[] = [];
 
   for (let i = 0; i < iterations; i++) {
@@ -96,18 +89,19 @@ async function main(): Promise<void> {
       const mergeId = `merge-disk:${dom.uuid}:${base.imageId}`;
 
       await remove(older);
-      const completed = events.filter(
-        (e) => e.domainUuid === dom.uuid && e.status === BlockJobStatus.COMPLETED,
-      );
-      record(
-        completedGap,
-        completed[completed.length - 1]!.at,
-        await stepTimes(client, mergeId, 'verifyMerged'),
-      );
+      const jobEvents = (status: number) =>
+        events.filter((e) => e.domainUuid === dom.uuid && e.status === status);
+      const completed = jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at;
+      const t1 = await stepTimes(client, mergeId);
+      completedToUnit.push(t1.unitDone - completed);
+      completedToNext.push(t1.next - completed);
 
       await remove(newer);
-      const ready = events.filter((e) => e.domainUuid === dom.uuid && e.status === BlockJobStatus.READY);
-      record(readyGap, ready[ready.length - 1]!.at, await stepTimes(client, mergeId, 'pivot'));
+      const ready = jobEvents(BlockJobStatus.READY).at(-1)!.at;
+      // The active commit's own COMPLETED event comes once the pivot switched the disk to base.
+      const pivoted = jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at;
+      readyToPivoted.push(pivoted - ready);
+      readyToNext.push((await stepTimes(client, mergeId)).next - ready);
     } finally {
       await dom.destroy().catch(() => undefined);
       await dom.undefine(DomainUndefineFlags.SNAPSHOTS_METADATA).catch(() => undefined);
@@ -120,12 +114,18 @@ async function main(): Promise<void> {
   const row = (name: string, xs: number[], unit: string) =>
     `| ${name} | ${xs.length} | ${percentile(xs, 50).toFixed(unit === 's' ? 2 : 0)} | ${percentile(xs, 95).toFixed(unit === 's' ? 2 : 0)} | ${Math.max(...xs).toFixed(unit === 's' ? 2 : 0)} | ${unit} |`;
   console.log('| measure | n | p50 | p95 | max | unit |\n| --- | --- | --- | --- | --- | --- |');
-  console.log(row('COMPLETED event → verifyMerged scheduled (intermediate commit)', completedGap, 'ms'));
-  console.log(row('READY event → pivot scheduled (active commit)', readyGap, 'ms'));
-  console.log(row('… of which: event → waitForJob completed (host agent)', agentPart, 'ms'));
   console.log(
-    row('… of which: waitForJob completed → next step scheduled (server + engine)', enginePart, 'ms'),
+    row('READY event → pivot done on the host (COMPLETED event after the pivot)', readyToPivoted, 'ms'),
   );
+  console.log(row('READY event → recordMerge scheduled (pivot, verify, report, engine)', readyToNext, 'ms'));
+  console.log(
+    row(
+      'COMPLETED event → host unit completed (intermediate commit, verify included)',
+      completedToUnit,
+      'ms',
+    ),
+  );
+  console.log(row('COMPLETED event → recordMerge scheduled (intermediate commit)', completedToNext, 'ms'));
   console.log(row('removeSnapshot wall time, 8 MiB layer (start → result)', mergeSeconds, 's'));
 }
 

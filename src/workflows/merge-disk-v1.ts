@@ -11,10 +11,12 @@ import type { JobRef, MergePlan } from '../activities/contracts';
 import { MergeDiskInput } from '../schemas/inputs';
 import type { Progress } from '../schemas/progress';
 import type { MergeDiskResult } from '../schemas/results';
-import { hostActivities, storage, storageLong } from './activities';
+import { hostActivities, storageLong } from './activities';
 import { audit, locateHost, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
 import { ProgressTracker } from './progress';
+import type { ParsedMergeDiskInput } from './merge-steps';
+import { jobOf, newLeafPath, planInput, pointDefinitionAtNewLeaf, recordAndDelete } from './merge-steps';
 import { diskProgressSignal } from './signals';
 
 export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult> {
@@ -37,14 +39,7 @@ export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult>
   const host = hostActivities(located.hostId);
   let plan: MergePlan;
   try {
-    plan = await host.short.planMerge({
-      vmId: input.vmId,
-      storageDomainId: input.storageDomainId,
-      imageId: input.imageId,
-      baseVolumeId: input.baseVolumeId,
-      topVolumeId: input.topVolumeId,
-      direction: input.direction,
-    });
+    plan = await host.short.planMerge(planInput(input));
   } catch (err) {
     tracker.stage('failed');
     await audit('failed', input.vmId, located.hostId, {
@@ -65,14 +60,7 @@ export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult>
     diskTarget: plan.diskTarget,
   };
   await audit('started', input.vmId, located.hostId, summary);
-  const job: JobRef = {
-    vmId: input.vmId,
-    diskTarget: plan.diskTarget,
-    jobKind: plan.jobKind,
-    basePath: plan.basePath,
-    topPath: plan.topPath,
-    removedPaths: plan.chain.filter((v) => plan.removedVolumeIds.includes(v.volumeId)).map((v) => v.path),
-  };
+  const job = jobOf(input, plan);
 
   try {
     // Until the point of no return (pivot, or a completed job), a cancellation aborts the job and the
@@ -103,24 +91,7 @@ export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult>
       const expectedLeafPath = await finishData(plan, job, input, tracker, host);
       tracker.stage('verifying');
       await host.short.verifyMerged({ ...job, expectedLeafPath });
-      tracker.stage('recording');
-      await storage.recordMerge({
-        storageDomainId: input.storageDomainId,
-        imageId: input.imageId,
-        direction: input.direction,
-        baseVolumeId: input.baseVolumeId,
-        topVolumeId: input.topVolumeId,
-        removedVolumeIds: plan.removedVolumeIds,
-        childOfTopId: plan.childOfTopId,
-      });
-      tracker.stage('deleting');
-      await storage.deleteVolumes({
-        storageDomainId: input.storageDomainId,
-        imageId: input.imageId,
-        volumeIds: plan.removedVolumeIds,
-      });
-      tracker.removed(plan.removedVolumeIds);
-      tracker.bytes(plan.capacity, plan.capacity);
+      await recordAndDelete(input, plan, tracker);
     });
   } catch (err) {
     await CancellationScope.nonCancellable(async () => {
@@ -156,29 +127,22 @@ export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult>
 async function finishData(
   plan: MergePlan,
   job: JobRef,
-  input: ReturnType<typeof MergeDiskInput.parse>,
+  input: ParsedMergeDiskInput,
   tracker: ProgressTracker,
   host: ReturnType<typeof hostActivities>,
 ): Promise<string> {
-  const leaf = plan.chain[plan.chain.length - 1]!;
-  const newLeafPath = input.direction === 'backward' && plan.topIsLeaf ? plan.basePath : leaf.path;
+  const leafPath = newLeafPath(input, plan);
   if (plan.mode === 'live') {
     if (plan.jobKind === 'active-commit') {
       tracker.stage('pivoting');
       await host.short.pivot(job);
     }
-    return newLeafPath;
+    return leafPath;
   }
   tracker.stage('copying');
   await storageLong.coldMerge({ ...input, plan });
-  if (newLeafPath !== leaf.path) {
-    const base = plan.chain.find((v) => v.volumeId === input.baseVolumeId)!;
-    await host.short.setDiskSources({
-      vmId: input.vmId,
-      disks: [{ target: plan.diskTarget, path: newLeafPath, format: base.format }],
-    });
-  }
-  return newLeafPath;
+  await pointDefinitionAtNewLeaf(input, plan, host);
+  return leafPath;
 }
 
 function parentHandle(): ExternalWorkflowHandle | undefined {

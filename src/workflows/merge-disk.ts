@@ -14,11 +14,13 @@ import type { JobRef, MergePlan } from '../activities/contracts';
 import { MergeDiskInput } from '../schemas/inputs';
 import { Stage } from '../schemas/progress';
 import type { MergeDiskResult } from '../schemas/results';
-import { hostActivities, storage, storageSettled } from './activities';
+import { hostActivities, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
 import { failureType, parseInput } from './failures';
 import { mergeDiskV1 } from './merge-disk-v1';
 import { ProgressTracker } from './progress';
+import type { ParsedMergeDiskInput } from './merge-steps';
+import { jobOf, newLeafPath, planInput, pointDefinitionAtNewLeaf, recordAndDelete } from './merge-steps';
 import { diskProgressSignal, hostStageSignal } from './signals';
 
 export type { MergeDiskResult };
@@ -26,7 +28,7 @@ export type { MergeDiskResult };
 /** Merges started before the host unit existed replay (and finish) on the code they started with. */
 const HOST_UNIT_PATCH = 'livemerge-merge-on-host';
 
-type Input = ReturnType<typeof MergeDiskInput.parse>;
+type Input = ParsedMergeDiskInput;
 type Host = ReturnType<typeof hostActivities>;
 
 export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
@@ -46,14 +48,7 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
   try {
     hostId = (await locateHost(input.vmId, input.hostId)).hostId;
     host = hostActivities(hostId);
-    plan = await host.short.planMerge({
-      vmId: input.vmId,
-      storageDomainId: input.storageDomainId,
-      imageId: input.imageId,
-      baseVolumeId: input.baseVolumeId,
-      topVolumeId: input.topVolumeId,
-      direction: input.direction,
-    });
+    plan = await host.short.planMerge(planInput(input));
   } catch (err) {
     // A VM found nowhere is not audited (there is no VM to speak of); a refused plan is.
     const detail = { stage: 'inspecting', input };
@@ -85,26 +80,8 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
     // From here on a cancellation is ignored: the rest of the merge always runs to its end.
     return await CancellationScope.nonCancellable(async () => {
       if (!verified) await verify(input, plan, job, host, tracker);
-      // 7. Record.
-      tracker.stage('recording');
-      await storage.recordMerge({
-        storageDomainId: input.storageDomainId,
-        imageId: input.imageId,
-        direction: input.direction,
-        baseVolumeId: input.baseVolumeId,
-        topVolumeId: input.topVolumeId,
-        removedVolumeIds: plan.removedVolumeIds,
-        childOfTopId: plan.childOfTopId,
-      });
-      // 8. Delete, each volume behind the guard.
-      tracker.stage('deleting');
-      await storage.deleteVolumes({
-        storageDomainId: input.storageDomainId,
-        imageId: input.imageId,
-        volumeIds: plan.removedVolumeIds,
-      });
-      tracker.removed(plan.removedVolumeIds);
-      tracker.bytes(plan.capacity, plan.capacity);
+      // 7. Record, 8. delete (each volume behind the guard).
+      await recordAndDelete(input, plan, tracker);
       // 9. Audit.
       tracker.stage('done');
       await audit('completed', input.vmId, hostId, summary);
@@ -167,34 +144,10 @@ async function mergedAfterAll(plan: MergePlan, job: JobRef, host: Host): Promise
 
 /** Step 6 when the host unit did not do it: a cold merge (after pointing the definition at base). */
 async function verify(input: Input, plan: MergePlan, job: JobRef, host: Host, tracker: ProgressTracker) {
+  if (plan.mode === 'cold') await pointDefinitionAtNewLeaf(input, plan, host);
   const expectedLeafPath = newLeafPath(input, plan);
-  const leaf = plan.chain[plan.chain.length - 1]!;
-  if (plan.mode === 'cold' && expectedLeafPath !== leaf.path) {
-    const base = plan.chain.find((v) => v.volumeId === input.baseVolumeId)!;
-    await host.short.setDiskSources({
-      vmId: input.vmId,
-      disks: [{ target: plan.diskTarget, path: expectedLeafPath, format: base.format }],
-    });
-  }
   tracker.stage('verifying');
   await host.short.verifyMerged({ ...job, expectedLeafPath });
-}
-
-function jobOf(input: Input, plan: MergePlan): JobRef {
-  return {
-    vmId: input.vmId,
-    diskTarget: plan.diskTarget,
-    jobKind: plan.jobKind,
-    basePath: plan.basePath,
-    topPath: plan.topPath,
-    removedPaths: plan.chain.filter((v) => plan.removedVolumeIds.includes(v.volumeId)).map((v) => v.path),
-  };
-}
-
-/** The disk's leaf once merged: base after committing the active leaf, else the leaf it has. */
-function newLeafPath(input: Input, plan: MergePlan): string {
-  const leaf = plan.chain[plan.chain.length - 1]!;
-  return input.direction === 'backward' && plan.topIsLeaf ? plan.basePath : leaf.path;
 }
 
 /** A merge that did not complete: its stage, and one audit event (cancelled, or failed with its cause). */
