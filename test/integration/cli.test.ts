@@ -375,7 +375,16 @@ describe('livemerge CLI', () => {
 
     // Cancelled before the pivot: the job is aborted, the chain stays as it was; --follow exits 1.
     const watching = cli(s, ['status', mergeId, '--follow', '--json']);
-    await s.client.workflow.getHandle(mergeId).cancel();
+    const cancelled = await cliJson<{ requested: boolean; outcome: { status: string } }>(s, [
+      'cancel',
+      mergeId,
+      '--wait',
+    ]);
+    expect(cancelled.out).toMatchObject({
+      workflowId: mergeId,
+      requested: true,
+      outcome: { status: 'CANCELLED' },
+    });
     const watched = await watching;
     expect(watched.code).toBe(1);
     expect(JSON.parse(watched.stdout)).toEqual({
@@ -390,6 +399,12 @@ describe('livemerge CLI', () => {
     );
     expect(chain.out.disks[0]!.volumes.map((v) => v.legality)).toEqual(['LEGAL', 'LEGAL', 'LEGAL']);
     expect(chain.out.disks[0]!.volumes[1]!.volumeId).toBe(top);
+
+    // A closed workflow cannot be cancelled (exit 1); an unknown one is bad input (exit 2).
+    const closed = await cli(s, ['cancel', mergeId]);
+    expect(closed.code).toBe(1);
+    expect(closed.stderr).toContain('is already CANCELLED');
+    expect((await cli(s, ['cancel', 'merge-disk:no-such-workflow'])).code).toBe(2);
 
     await cliJson<unknown>(s, ['vm', 'delete', vm.name]);
   }, 300_000);
