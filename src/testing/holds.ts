@@ -31,7 +31,7 @@ function activityContext(): Context | undefined {
 }
 
 /** Waits while `<dir>/hold-<name>` (or `hold-<name>@<workflowId>`, for one workflow only) exists. */
-export async function holdPoint(dir: string, name: string, cancellable = true): Promise<void> {
+async function holdPoint(dir: string, name: string, cancellable = true): Promise<void> {
   const ctx = activityContext();
   const info = ctx?.info;
   const wf = info?.workflowExecution?.workflowId;

@@ -147,7 +147,5 @@ async function finishData(
 
 function parentHandle(): ExternalWorkflowHandle | undefined {
   const p = workflowInfo().parent;
-  return p && workflowInfo().workflowType === 'mergeDisk'
-    ? getExternalWorkflowHandle(p.workflowId, p.runId)
-    : undefined;
+  return p ? getExternalWorkflowHandle(p.workflowId, p.runId) : undefined;
 }

@@ -3,12 +3,6 @@ import type { BlockJobEvent, Disposer, LifecycleEventInfo, Listener } from '../.
 import type { Domain } from '../../libvirt/domain';
 import type { Breakpoint } from '../breakpoints';
 
-export interface HostVm {
-  name: string;
-  uuid: string;
-  state: string;
-}
-
 /** The part of LibvirtConnection host activities use. */
 export interface HostLibvirt {
   listDomains(): Promise<Array<{ name: string; uuid: string; state: number }>>;
