@@ -4,7 +4,7 @@
 //
 // With LIVEMERGE_HOLD_DIR=<dir>:
 //   - before an activity of type T runs: if `<dir>/hold-T` (or `hold-T@<workflowId>`) exists, the worker writes `<dir>/held-T`
-//     (JSON: pid, workflowId, activityId, attempt) and waits, heartbeating, polling every 50 ms, until
+//     (JSON: pid, workflowId, activityId, attempt) and waits, polling every 50 ms, until
 //     `hold-T` is removed; then it removes `held-T` and runs the activity. A harness thus stops a merge
 //     exactly *before* a step: it creates `hold-T`, waits for `held-T`, injects its fault (kills this
 //     very process, restarts libvirtd, the Temporal server, destroys the VM, ...) and removes `hold-T`.
@@ -12,8 +12,9 @@
 //     `hold-NAME`: a stop in the middle of an activity (after the block commit was issued, after the
 //     pivot call returned, inside an image lock, between two deletions).
 // An activity cancelled while held fails with the cancellation, as it would while running, unless the
-// breakpoint is past its point of no return (cancellable: false). The hold heartbeats while it waits, so
-// the held attempt stays alive for the server until the harness kills its process.
+// breakpoint is past its point of no return (cancellable: false). While it waits, the worker's liveness
+// interceptor keeps heartbeating the activity's own last details, so the held attempt stays alive for the
+// server until the harness kills its process.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -52,7 +53,6 @@ async function holdPoint(dir: string, name: string, cancellable = true): Promise
   );
   try {
     while (fs.existsSync(hold)) {
-      ctx?.heartbeat(info?.heartbeatDetails as unknown);
       const tick = new Promise<void>((r) => setTimeout(r, POLL_MS));
       await (ctx && cancellable ? Promise.race([tick, ctx.cancelled]) : tick);
     }

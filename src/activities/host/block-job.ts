@@ -31,6 +31,8 @@ export async function startOrAdopt(
   dom: Domain,
   job: JobRef,
   bandwidthBytesPerSec = 0,
+  /** False when this merge's job was already started once: a job gone before its work was done is a failure. */
+  mayStart = true,
 ): Promise<StartJobResult['status']> {
   if (!isActive(await stateOf(dom)))
     throw nonRetryable('VmCrashed', `VM ${job.vmId} is not running: the merge cannot start`);
@@ -40,6 +42,13 @@ export async function startOrAdopt(
     throw nonRetryable('MergeInProgress', `another block job (type ${info.type}) runs on ${job.diskTarget}`);
   }
   if (await jobWorkDone(dom, job)) return 'already-done';
+  // vdsm's rule too: a job that vanished without doing its work (aborted outside livemerge) is reported,
+  // not silently started again.
+  if (!mayStart)
+    throw nonRetryable(
+      'MergeJobFailed',
+      `the block job of this merge on ${job.diskTarget} is gone and the chain still holds ${job.topPath}`,
+    );
   if (job.jobKind === 'pull')
     await dom.blockRebase(job.diskTarget, job.basePath || null, bandwidthBytesPerSec, {
       relative: job.basePath !== '',

@@ -37,9 +37,13 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
     let pivotCalled = false;
     try {
       await breakpoint('startJob');
+      // An earlier attempt that started the job said so in its heartbeats: then the job is adopted or its
+      // work found done, never started a second time.
+      const prior = ctx.info.heartbeatDetails as { jobStarted?: boolean } | undefined;
       const start = await withVm(conn, input.vmId, (dom) =>
-        startOrAdopt(dom, input, input.bandwidthBytesPerSec),
+        startOrAdopt(dom, input, input.bandwidthBytesPerSec, prior?.jobStarted !== true),
       );
+      if (start !== 'already-done') ctx.heartbeat({ cur, end, jobStarted: true });
       ctx.log.info('mergeOnHost: job', { start, attempt, disk: input.diskTarget });
       await breakpoint('startJob-issued');
       let pivot: MergeOnHostResult['pivot'] = 'none';

@@ -55,7 +55,8 @@ export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJ
           }
           cur = info.cur;
           end = info.end;
-          ctx.heartbeat({ cur, end });
+          // jobStarted: a retry knows that a job of this merge existed (see mergeOnHost).
+          ctx.heartbeat({ cur, end, jobStarted: true });
           // READY as vdsm learnt to decide it: libvirt's event, or the live XML's <mirror ready='yes'>
           // (a retry that re-attaches to a job already READY gets no new event). cur == end alone is not
           // enough: libvirt can report it before QEMU has synchronised the mirror.
