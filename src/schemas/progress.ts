@@ -16,6 +16,9 @@ export const Stage = z.enum([
 ]);
 export type Stage = z.infer<typeof Stage>;
 
+/** How far along a stage is (validating first, done/failed/cancelled last). */
+export const stageRank = (s: Stage): number => Stage.options.indexOf(s);
+
 export const Progress = z.object({
   stage: Stage.describe('the current stage (removeSnapshot: the least advanced of its disks)'),
   mode: z.enum(['live', 'cold']).nullable().describe('null until the VM has been inspected'),

@@ -16,7 +16,14 @@ import { audit, locateHost, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
 import { ProgressTracker } from './progress';
 import type { ParsedMergeDiskInput } from './merge-steps';
-import { jobOf, newLeafPath, planInput, pointDefinitionAtNewLeaf, recordAndDelete } from './merge-steps';
+import {
+  jobOf,
+  newLeafPath,
+  planInput,
+  pointDefinitionAtNewLeaf,
+  recordAndDelete,
+  summaryOf,
+} from './merge-steps';
 import { diskProgressSignal } from './signals';
 
 export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult> {
@@ -53,12 +60,7 @@ export async function mergeDiskV1(raw: MergeDiskInput): Promise<MergeDiskResult>
   tracker.host(located.hostId, plan.mode);
   tracker.bytes(0, plan.capacity);
 
-  const summary = {
-    input,
-    mode: plan.mode,
-    removedVolumeIds: plan.removedVolumeIds,
-    diskTarget: plan.diskTarget,
-  };
+  const summary = summaryOf(input, plan);
   await audit('started', input.vmId, located.hostId, summary);
   const job = jobOf(input, plan);
 

@@ -12,7 +12,7 @@ import {
 } from '@temporalio/workflow';
 import type { JobRef, MergePlan } from '../activities/contracts';
 import { MergeDiskInput } from '../schemas/inputs';
-import { Stage } from '../schemas/progress';
+import { stageRank } from '../schemas/progress';
 import type { MergeDiskResult } from '../schemas/results';
 import { hostActivities, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
@@ -20,7 +20,14 @@ import { failureType, parseInput } from './failures';
 import { mergeDiskV1 } from './merge-disk-v1';
 import { ProgressTracker } from './progress';
 import type { ParsedMergeDiskInput } from './merge-steps';
-import { jobOf, newLeafPath, planInput, pointDefinitionAtNewLeaf, recordAndDelete } from './merge-steps';
+import {
+  jobOf,
+  newLeafPath,
+  planInput,
+  pointDefinitionAtNewLeaf,
+  recordAndDelete,
+  summaryOf,
+} from './merge-steps';
 import { diskProgressSignal, hostStageSignal } from './signals';
 
 export type { MergeDiskResult };
@@ -28,7 +35,6 @@ export type { MergeDiskResult };
 /** Merges started before the host unit existed replay (and finish) on the code they started with. */
 const HOST_UNIT_PATCH = 'livemerge-merge-on-host';
 
-type Input = ParsedMergeDiskInput;
 type Host = ReturnType<typeof hostActivities>;
 
 export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
@@ -58,12 +64,7 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
   toParent.target = plan.diskTarget;
   tracker.host(hostId, plan.mode);
   tracker.bytes(0, plan.capacity);
-  const summary = {
-    input,
-    mode: plan.mode,
-    removedVolumeIds: plan.removedVolumeIds,
-    diskTarget: plan.diskTarget,
-  };
+  const summary = summaryOf(input, plan);
   const job = jobOf(input, plan);
 
   try {
@@ -105,7 +106,13 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
  * Live: the host unit (steps 3-6), which reports its stages. Cold: qemu-img on the storage role.
  * Returns whether the result is already verified (step 6).
  */
-async function moveData(input: Input, plan: MergePlan, job: JobRef, host: Host, tracker: ProgressTracker) {
+async function moveData(
+  input: ParsedMergeDiskInput,
+  plan: MergePlan,
+  job: JobRef,
+  host: Host,
+  tracker: ProgressTracker,
+) {
   if (plan.mode === 'cold') {
     tracker.stage('copying');
     await storageSettled.coldMerge({ ...input, plan });
@@ -115,7 +122,7 @@ async function moveData(input: Input, plan: MergePlan, job: JobRef, host: Host, 
   let onHost = true;
   setHandler(hostStageSignal, (r) => {
     // Reports only move forward, and only while the unit runs (a late one from a dead attempt is stale).
-    if (!onHost || Stage.options.indexOf(r.stage) <= Stage.options.indexOf(tracker.state.stage)) return;
+    if (!onHost || stageRank(r.stage) <= stageRank(tracker.state.stage)) return;
     tracker.stage(r.stage);
     tracker.bytes(r.cur, r.end);
   });
@@ -143,7 +150,13 @@ async function mergedAfterAll(plan: MergePlan, job: JobRef, host: Host): Promise
 }
 
 /** Step 6 when the host unit did not do it: a cold merge (after pointing the definition at base). */
-async function verify(input: Input, plan: MergePlan, job: JobRef, host: Host, tracker: ProgressTracker) {
+async function verify(
+  input: ParsedMergeDiskInput,
+  plan: MergePlan,
+  job: JobRef,
+  host: Host,
+  tracker: ProgressTracker,
+) {
   if (plan.mode === 'cold') await pointDefinitionAtNewLeaf(input, plan, host);
   const expectedLeafPath = newLeafPath(input, plan);
   tracker.stage('verifying');

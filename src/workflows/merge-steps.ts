@@ -20,6 +20,11 @@ export function planInput(input: ParsedMergeDiskInput): MergePlanInput {
   };
 }
 
+/** What a merge's audit events say about it. */
+export function summaryOf(input: ParsedMergeDiskInput, plan: MergePlan) {
+  return { input, mode: plan.mode, removedVolumeIds: plan.removedVolumeIds, diskTarget: plan.diskTarget };
+}
+
 export function jobOf(input: ParsedMergeDiskInput, plan: MergePlan): JobRef {
   return {
     vmId: input.vmId,

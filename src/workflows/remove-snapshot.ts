@@ -9,8 +9,8 @@ import {
 } from '@temporalio/workflow';
 import type { VolumeInfo } from '../activities/contracts';
 import { RemoveSnapshotInput } from '../schemas/inputs';
-import type { Progress, RemoveSnapshotProgress, Stage } from '../schemas/progress';
-import { FailureType, Stage as StageEnum } from '../schemas/progress';
+import type { Progress, RemoveSnapshotProgress } from '../schemas/progress';
+import { FailureType, stageRank } from '../schemas/progress';
 import type { RemoveSnapshotResult } from '../schemas/results';
 import { hostActivities, storage } from './activities';
 import { audit, locateHost, validated } from './common';
@@ -147,16 +147,12 @@ function childFailureType(reason: unknown): string {
   return failureType(reason) ?? 'Unknown';
 }
 
-const ORDER = StageEnum.options;
 function aggregate(own: Progress, disks: DiskProgress[]): RemoveSnapshotProgress {
   if (disks.length === 0) return { ...own, disks };
   // The least advanced disk speaks for the whole snapshot until the snapshot's own outcome is known.
-  const least = disks.reduce((a, b) => (rank(b.stage) < rank(a.stage) ? b : a));
+  const least = disks.reduce((a, b) => (stageRank(b.stage) < stageRank(a.stage) ? b : a));
   const cur = disks.reduce((s, d) => s + d.cur, 0);
   const end = disks.reduce((s, d) => s + d.end, 0);
   const finished = ['done', 'failed', 'cancelled'].includes(own.stage);
   return { ...own, stage: finished ? own.stage : least.stage, mode: least.mode, cur, end, disks };
-}
-function rank(s: Stage): number {
-  return ORDER.indexOf(s);
 }

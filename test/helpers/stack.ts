@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { createEngineActivities } from '../../src/activities/engine';
 import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { AuditLog } from '../../src/audit/audit-log';
+import { loadConfig } from '../../src/config';
 import { LibvirtConnection } from '../../src/libvirt';
 import { StorageDomain } from '../../src/storage/storage-domain';
 import type { StoredVolume } from '../../src/storage/storage-domain';
@@ -71,7 +72,7 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
         activities: createEngineActivities({
           auditLog,
           hosts: [...(opts.extraHosts ?? []), hostId],
-          ...(opts.locateTimeoutSeconds ? { locateTimeoutSeconds: opts.locateTimeoutSeconds } : {}),
+          locateTimeoutSeconds: opts.locateTimeoutSeconds ?? loadConfig({}).locateTimeoutSeconds,
         }),
       }),
     ];

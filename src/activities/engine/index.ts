@@ -5,7 +5,7 @@ export interface EngineActivityDeps {
   auditLog: AuditLog;
   hosts: string[];
   /** LIVEMERGE_LOCATE_TIMEOUT: seconds a VM's location waits for hosts that do not answer. */
-  locateTimeoutSeconds?: number;
+  locateTimeoutSeconds: number;
 }
 
 /** Engine-side activities on `livemerge-engine`. */
@@ -16,6 +16,6 @@ export function createEngineActivities(deps: EngineActivityDeps): EngineActiviti
     /** Read-only. */
     configuredHosts: () => Promise.resolve(deps.hosts),
     /** Read-only. */
-    locatePolicy: () => Promise.resolve({ timeoutSeconds: deps.locateTimeoutSeconds ?? 300 }),
+    locatePolicy: () => Promise.resolve({ timeoutSeconds: deps.locateTimeoutSeconds }),
   };
 }
