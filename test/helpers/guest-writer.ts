@@ -25,8 +25,8 @@
 // reachable by QEMU (libvirt-qemu): see createTempDir in vm-fixture.ts.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { closeSync, openSync, readSync, rmSync } from 'node:fs';
+import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
@@ -258,10 +258,26 @@ export function guestImagePaths(): GuestImage {
 
 let built: Promise<GuestImage> | undefined;
 
+/**
+ * The guest's kernel and initrd copied into a 0755 temp dir: QEMU runs as libvirt-qemu and cannot open files
+ * under a checkout whose parents it may not traverse (e.g. a clone inside `mktemp -d`, mode 0700).
+ */
+async function readableByQemu(image: GuestImage): Promise<GuestImage> {
+  const dir = await mkdtemp(join(tmpdir(), 'lm-gw-boot-'));
+  await chmod(dir, 0o755);
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const copy = { kernel: join(dir, 'vmlinux'), initrd: join(dir, 'initrd.img') };
+  for (const k of ['kernel', 'initrd'] as const) {
+    await copyFile(image[k], copy[k]);
+    await chmod(copy[k], 0o644);
+  }
+  return copy;
+}
+
 /** Runs scripts/build-guest.sh once per process: a no-op (~0.5 s) when the guest is up to date. */
 export function ensureGuestBuilt(): Promise<GuestImage> {
   built ??= execFileAsync('bash', [join(REPO_ROOT, 'scripts/build-guest.sh')], { maxBuffer: 16 * MiB }).then(
-    () => guestImagePaths(),
+    () => readableByQemu(guestImagePaths()),
     (err: unknown) => {
       built = undefined;
       const e = err as { stdout?: string; stderr?: string; message: string };
