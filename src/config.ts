@@ -9,8 +9,13 @@ export interface Config {
   storageRoot: string;
   libvirtUri: string;
   hostId: string;
-  /** Hosts the engine may find a VM on (LIVEMERGE_HOSTS, comma separated). */
+  /** Hosts the engine may find a VM on (LIVEMERGE_HOSTS, comma separated; default the keys of hostUris). */
   hosts: string[];
+  /**
+   * Every host's libvirt URI, for the checks that speak of "any domain on any host" (LIVEMERGE_HOST_URIS,
+   * `id=uri` entries separated by commas; default this host only). This host's own entry is libvirtUri.
+   */
+  hostUris: Record<string, string>;
   /** Seconds finding a VM waits for hosts that do not answer (LIVEMERGE_LOCATE_TIMEOUT, default 300). */
   locateTimeoutSeconds: number;
   temporalUiUrl: string;
@@ -31,21 +36,47 @@ export function defaultHostId(): string {
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const dataDir = path.resolve(env.LIVEMERGE_DATA_DIR ?? path.join(REPO_ROOT, '.data'));
   const hostId = env.LIVEMERGE_HOST_ID ?? defaultHostId();
+  const libvirtUri = env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system';
+  const hostUris = { ...parseHostUris(env.LIVEMERGE_HOST_URIS ?? ''), [hostId]: libvirtUri };
   return {
     temporalAddress: env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
     temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default',
     dataDir,
     storageRoot: path.resolve(env.LIVEMERGE_STORAGE_ROOT ?? path.join(dataDir, 'storage')),
-    libvirtUri: env.LIBVIRT_DEFAULT_URI ?? 'qemu:///system',
+    libvirtUri,
     hostId,
-    hosts: (env.LIVEMERGE_HOSTS ?? hostId)
-      .split(',')
-      .map((h) => h.trim())
-      .filter(Boolean),
+    hosts: env.LIVEMERGE_HOSTS
+      ? env.LIVEMERGE_HOSTS.split(',')
+          .map((h) => h.trim())
+          .filter(Boolean)
+      : env.LIVEMERGE_HOST_URIS
+        ? Object.keys(hostUris)
+        : [hostId],
+    hostUris,
     locateTimeoutSeconds: positiveNumber('LIVEMERGE_LOCATE_TIMEOUT', env.LIVEMERGE_LOCATE_TIMEOUT, 300),
     temporalUiUrl: env.LIVEMERGE_UI_URL ?? 'http://localhost:8233',
     auditLogFile: path.resolve(env.LIVEMERGE_AUDIT_LOG ?? path.join(dataDir, 'audit.jsonl')),
   };
+}
+
+/** `id=uri,id=uri`: each entry split at its first '=' (URIs carry '=' in their query). */
+export function parseHostUris(value: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of value.split(',').map((e) => e.trim())) {
+    if (entry === '') continue;
+    const eq = entry.indexOf('=');
+    if (eq <= 0 || eq === entry.length - 1)
+      throw new Error(`LIVEMERGE_HOST_URIS: entry ${JSON.stringify(entry)} is not id=uri`);
+    out[entry.slice(0, eq).trim()] = entry.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+/** The inverse of parseHostUris. */
+export function formatHostUris(uris: Record<string, string>): string {
+  return Object.entries(uris)
+    .map(([id, uri]) => `${id}=${uri}`)
+    .join(',');
 }
 
 function positiveNumber(name: string, value: string | undefined, fallback: number): number {

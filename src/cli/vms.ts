@@ -1,5 +1,7 @@
-// The CLI's view of VMs and storage: it runs on a host, so it reads libvirt (LIBVIRT_DEFAULT_URI) and the
-// storage root directly; everything that changes a chain goes through a workflow.
+// The CLI's view of VMs and storage: a VM is found through the hosts' agents (workflow findVm), wherever
+// it runs; the shared storage root is read directly; everything that changes a chain goes through a
+// workflow. The local libvirtd (LIBVIRT_DEFAULT_URI) is read only by the dev commands.
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { VolumeRef } from '../schemas/volume';
@@ -11,13 +13,15 @@ import { LibvirtConnection, isNoDomainError } from '../libvirt';
 import { volumeRefFromPath } from '../storage/paths';
 import { StorageDomain } from '../storage/storage-domain';
 import type { StoredVolume } from '../storage/storage-domain';
-import { UsageError } from './output';
+import { ENGINE_TASK_QUEUE } from '../common/task-queues';
+import type { findVm as FindVm } from '../workflows/find-vm';
+import { OperationFailed, UsageError } from './output';
+import { failureMessageOf, failureTypeOf, withTemporal } from './workflows';
 
 export interface CliDisk {
   target: string;
   /** The disk's leaf (its <source>). */
   path: string;
-  format: string | null;
   /** Set when the leaf is a volume of a storage domain under the storage root. */
   volume: VolumeRef | null;
 }
@@ -25,6 +29,8 @@ export interface CliDisk {
 export interface VmView {
   vmId: string;
   name: string;
+  /** The host that runs (or defines) it. */
+  hostId: string;
   active: boolean;
   disks: CliDisk[];
 }
@@ -53,26 +59,38 @@ export async function lookupVm(conn: LibvirtConnection, ref: string): Promise<Do
 }
 
 /** Name, state and disks (live definition when it runs, persistent otherwise, as the host agent sees it). */
-export async function describeDomain(dom: Domain, storageRoot: string): Promise<VmView> {
+export async function describeDomain(dom: Domain, storageRoot: string, hostId: string): Promise<VmView> {
   const active = await dom.isActive();
   const disks = parseDomainDiskChains(await dom.xml({ inactive: !active }))
     .filter((d) => d.device === 'disk' && d.chain[0]?.path)
     .map((d): CliDisk => {
       const p = d.chain[0]!.path!;
-      return { target: d.target, path: p, format: d.format, volume: volumeRefFromPath(storageRoot, p) };
+      return { target: d.target, path: p, volume: volumeRefFromPath(storageRoot, p) };
     });
-  return { vmId: dom.uuid, name: dom.name, active, disks };
+  return { vmId: dom.uuid, name: dom.name, hostId, active, disks };
 }
 
+/** The VM by name or UUID on any configured host, as its host's agent describes it; unknown: exit 2. */
 export async function viewVm(config: Config, ref: string): Promise<VmView> {
-  return withLibvirt(config, async (conn) => {
-    const dom = await lookupVm(conn, ref);
+  const found = await withTemporal(config, async (client) => {
     try {
-      return await describeDomain(dom, config.storageRoot);
-    } finally {
-      dom.free();
+      return await client.workflow.execute<typeof FindVm>('findVm', {
+        taskQueue: ENGINE_TASK_QUEUE,
+        workflowId: `find-vm:${ref}:${randomUUID()}`,
+        args: [{ vm: ref }],
+      });
+    } catch (err) {
+      if (failureTypeOf(err) === 'VmNotFound') throw new UsageError(failureMessageOf(err));
+      throw new OperationFailed(`cannot find VM ${JSON.stringify(ref)}: ${failureMessageOf(err)}`);
     }
   });
+  return {
+    vmId: found.vmId,
+    name: found.name,
+    hostId: found.hostId,
+    active: found.state === 'running' || found.state === 'paused',
+    disks: found.disks.map((d) => ({ target: d.target, path: d.path, volume: d.volume })),
+  };
 }
 
 /** Opened storage domains, one per id. */

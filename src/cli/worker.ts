@@ -5,7 +5,7 @@ import { connectWorker } from '../workers/connection';
 import { createEngineWorker } from '../workers/engine';
 import { createHostWorkers } from '../workers/host';
 import { runUntilShutdown } from '../workers/run';
-import { libvirtProvider } from '../workers/libvirt-provider';
+import { fleetDomainXmls, libvirtProvider } from '../workers/libvirt-provider';
 import { createEngineActivities } from '../activities/engine';
 import { AuditLog } from '../audit/audit-log';
 import { UsageError } from './output';
@@ -37,9 +37,10 @@ export function registerWorker(program: Command): void {
     .option('--storage', 'also take the storage role')
     .action(async (opts: { hostId: string; storage?: boolean }) => {
       if (!isHostId(opts.hostId)) throw new UsageError(`invalid --host-id ${JSON.stringify(opts.hostId)}`);
-      const config = { ...loadConfig(), hostId: opts.hostId };
+      const config = loadConfig({ ...process.env, LIVEMERGE_HOST_ID: opts.hostId });
       const connection = await connectWorker(config);
       const libvirt = libvirtProvider(config.libvirtUri);
+      const domainXmls = fleetDomainXmls({ hostId: opts.hostId, libvirt }, config.hostUris);
       const workers = await createHostWorkers({
         connection,
         namespace: config.temporalNamespace,
@@ -47,8 +48,10 @@ export function registerWorker(program: Command): void {
         storageRoot: config.storageRoot,
         storage: opts.storage === true,
         libvirt,
+        domainXmls,
       });
       await runUntilShutdown(workers);
+      await domainXmls.close();
       await libvirt.close();
       await connection.close();
     });

@@ -1,8 +1,9 @@
-// Invariant 2: no volume is deleted while it is in the live or persistent chain of any domain, or while a
-// LEGAL volume names it as parent. Decoupled from libvirt: the caller supplies every domain's XML through
-// a callback. Which domains use the volume is findPathUsers' answer (path-users.ts), which fails closed: a
+// Invariant 2: no volume is deleted while it is in the live or persistent chain of any domain on any host,
+// or while a LEGAL volume names it as parent. Decoupled from libvirt: the caller supplies every host's
+// domains through a callback (fleetDomainXmls). Which domains use the volume is findPathUsers' answer (path-users.ts), which fails closed: a
 // guard that cannot see the domains or their chains refuses by failing.
 import type { DomainXmls } from '../libvirt/domain-xmls';
+import { domainLabel } from '../libvirt/domain-xmls';
 import type { VolumeRef } from '../schemas/volume';
 import { DeletionRefused } from '../storage/errors';
 import type { StorageDomain } from '../storage/storage-domain';
@@ -25,7 +26,7 @@ export async function assertDeletable(
     throw new DeletionRefused(
       use.view === 'live' ? 'in-live-chain' : 'in-persistent-chain',
       volume.volumeId,
-      use.domain.name,
+      domainLabel(use.domain),
       `chain entry ${use.entry}`,
     );
 

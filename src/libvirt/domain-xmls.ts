@@ -10,6 +10,13 @@ export interface DomainXmls {
   live?: string;
   /** Persistent (inactive) XML of a defined domain. */
   inactive?: string;
+  /** The host whose libvirtd defines it, when the set spans several hosts. */
+  host?: string;
+}
+
+/** How a message names a domain: its name, and its host when known. */
+export function domainLabel(d: Pick<DomainXmls, 'name' | 'host'>): string {
+  return d.host === undefined ? d.name : `${d.name} on host ${d.host}`;
 }
 
 /**

@@ -5,7 +5,7 @@ import { createStorageActivities } from '../activities/storage';
 import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import type { LibvirtConnection } from '../libvirt';
 import { breakpointFromEnv, holdInterceptorsFromEnv } from '../testing/holds';
-import { domainXmlSource } from './libvirt-provider';
+import type { DomainXmls } from '../libvirt';
 import { livenessInterceptors } from './liveness-interceptor';
 
 export interface HostAgentOptions {
@@ -14,6 +14,8 @@ export interface HostAgentOptions {
   hostId: string;
   storageRoot: string;
   libvirt: () => Promise<LibvirtConnection>;
+  /** Every configured host's domains (fleetDomainXmls): what the cross-host checks read. */
+  domainXmls: () => Promise<DomainXmls[]>;
   /** Also take the storage role (`livemerge-storage`). */
   storage: boolean;
   jobPollMs?: number;
@@ -39,7 +41,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
         taskQueue: STORAGE_TASK_QUEUE,
         activities: createStorageActivities({
           storageRoot: opts.storageRoot,
-          domainXmls: domainXmlSource(opts.libvirt),
+          domainXmls: opts.domainXmls,
           ...(breakpoint ? { breakpoint } : {}),
         }),
         interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },

@@ -4,3 +4,4 @@ export { mergeDisk } from './merge-disk';
 export { reconcile } from './reconcile';
 export { removeSnapshot } from './remove-snapshot';
 export { listHostVms } from './smoke';
+export { findVm } from './find-vm';

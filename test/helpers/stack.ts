@@ -11,7 +11,7 @@ import { createEngineActivities } from '../../src/activities/engine';
 import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { AuditLog } from '../../src/audit/audit-log';
 import { loadConfig } from '../../src/config';
-import { LibvirtConnection } from '../../src/libvirt';
+import { LibvirtConnection, readDomainXmls } from '../../src/libvirt';
 import { StorageDomain } from '../../src/storage/storage-domain';
 import type { StoredVolume } from '../../src/storage/storage-domain';
 import { createEngineWorker } from '../../src/workers/engine';
@@ -85,6 +85,7 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
           storageRoot,
           storage: true,
           libvirt: () => Promise.resolve(conn),
+          domainXmls: async () => (await readDomainXmls(conn)).map((d) => ({ ...d, host: hostId })),
         })),
       );
     const running = runWorkers(workers);

@@ -8,6 +8,7 @@ import type { HostActivities, JobRef, MergePlan } from '../../src/activities/con
 import { createHostActivities } from '../../src/activities/host';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import type { Domain } from '../../src/libvirt';
+import { readDomainXmls } from '../../src/libvirt';
 import { writeThroughGuest } from '../helpers/data';
 import type { Stack } from '../helpers/stack';
 import { createStackVm, useStack } from '../helpers/stack';
@@ -63,6 +64,7 @@ async function setUp(opts: { start?: boolean } = {}) {
     hostId: s.hostId,
     storageRoot: s.storageRoot,
     libvirt: () => Promise.resolve(s.conn),
+    domainXmls: () => readDomainXmls(s.conn),
   });
   const { vm, disks } = await createStackVm(s, { disks: 1, capacity: 64 * MiB, start: opts.start ?? true });
   await createSnapshot(s, vm.uuid);

@@ -1,6 +1,7 @@
 // What host activities need from the outside world; the host agent wires the real libvirt connection.
 import type { BlockJobEvent, Disposer, LifecycleEventInfo, Listener } from '../../libvirt/events';
 import type { Domain } from '../../libvirt/domain';
+import type { DomainXmls } from '../../libvirt/domain-xmls';
 import type { Breakpoint } from '../breakpoints';
 
 /** The part of LibvirtConnection host activities use. */
@@ -18,6 +19,8 @@ export interface HostActivityDeps {
   hostId: string;
   storageRoot: string;
   libvirt: LibvirtProvider;
+  /** Every configured host's domains, for the shared-base check (fails closed: an error refuses). */
+  domainXmls: () => Promise<DomainXmls[]>;
   /** Poll interval of the block-job fallback (events are the fast path). */
   jobPollMs?: number;
   /** Failure injection only (src/testing/holds.ts); default: none. */

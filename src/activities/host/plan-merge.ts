@@ -1,6 +1,6 @@
 import { findPathUsers } from '../../guard/path-users';
 import { diskForImage, inspectImage } from '../../inspect/inspect-image';
-import { readDomainXmls } from '../../libvirt/domain-xmls';
+import { domainLabel } from '../../libvirt/domain-xmls';
 import { volumeRefFromPath } from '../../storage/paths';
 import { StorageDomain } from '../../storage/storage-domain';
 import type { HostActivities, MergePlan } from '../contracts';
@@ -69,11 +69,12 @@ export function makePlanMerge(deps: HostActivityDeps): HostActivities['planMerge
         const children = volumes.filter((v) => v.parentId === base.volumeId && v.legality === 'LEGAL');
         if (children.length > 1)
           throw nonRetryable('SharedBase', `base ${base.volumeId} has ${children.length} children`);
-        const [other] = await findPathUsers([base.path], () => readDomainXmls(conn), { except: input.vmId });
+        // Any domain on any host: a template base may serve a VM that runs elsewhere.
+        const [other] = await findPathUsers([base.path], deps.domainXmls, { except: input.vmId });
         if (other)
           throw nonRetryable(
             'SharedBase',
-            `base ${base.path} is also used by VM ${other.domain.name} (${other.domain.uuid})`,
+            `base ${base.path} is also used by VM ${domainLabel(other.domain)} (${other.domain.uuid})`,
           );
       } else if (live && !topIsLeaf) {
         throw nonRetryable('InvalidRequest', 'a live forward merge can only pull into the active leaf');

@@ -6,7 +6,7 @@ import type { Breakpoint } from '../breakpoints';
 
 export interface StorageActivityDeps {
   storageRoot: string;
-  /** Every domain's XML on this host, for the deletion guard (fails closed: an error refuses). */
+  /** Every configured host's domains, for the deletion guard and reconcile (fails closed: an error refuses). */
   domainXmls: () => Promise<DomainXmls[]>;
   /** Failure injection only (src/testing/holds.ts); default: none. */
   breakpoint?: Breakpoint;

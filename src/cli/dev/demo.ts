@@ -239,7 +239,7 @@ async function demoSteps(
   try {
     state.vmId = dom.uuid;
     const storageDomains = new StorageDomains(config.storageRoot);
-    const view = async () => describeDomain(dom, config.storageRoot);
+    const view = async () => describeDomain(dom, config.storageRoot, config.hostId);
     const link = (id: string) => workflowUiLink(config.temporalUiUrl, config.temporalNamespace, id);
 
     section('2. Distinct data in the base and in each of three snapshots, layer by layer');
