@@ -22,6 +22,12 @@ export const DomainXmlFlags = {
   MIGRATABLE: 1 << 3,
 } as const;
 
+/** virDomainModificationImpact (VIR_DOMAIN_AFFECT_*) */
+export const DomainAffect = { CURRENT: 0, LIVE: 1 << 0, CONFIG: 1 << 1 } as const;
+
+/** virDomainMetadataType: an element of our own namespace under <metadata>. */
+export const DOMAIN_METADATA_ELEMENT = 2;
+
 /** virDomainDefineFlags (VIR_DOMAIN_DEFINE_*) */
 export const DomainDefineFlags = { VALIDATE: 1 << 0 } as const;
 

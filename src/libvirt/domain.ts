@@ -20,18 +20,22 @@ import {
   blockRebase,
 } from './block-jobs';
 import type { DomainState } from './constants';
-import { DomainDestroyFlags, DomainXmlFlags } from './constants';
+import { DOMAIN_METADATA_ELEMENT, DomainAffect, DomainDestroyFlags, DomainXmlFlags } from './constants';
+import { ErrorCode } from './error-codes';
+import { LibvirtError } from './errors';
 import type { DomainPtr } from './ffi';
 import {
   virDomainCreateWithFlags,
   virDomainDestroyFlags,
   virDomainFree,
+  virDomainGetMetadata,
   virDomainGetName,
   virDomainGetState,
   virDomainGetUUIDString,
   virDomainGetXMLDesc,
   virDomainIsActive,
   virDomainSnapshotCreateXML,
+  virDomainSetMetadata,
   virDomainSnapshotFree,
   virDomainUndefineFlags,
 } from './ffi';
@@ -143,6 +147,40 @@ export class Domain implements DomainTarget {
       (opts.secure ? DomainXmlFlags.SECURE : 0) |
       (opts.flags ?? 0);
     return invokePtr(this.ctx, 'virDomainGetXMLDesc', virDomainGetXMLDesc, this.ptr, flags);
+  }
+
+  /** The running domain's metadata element of namespace `uri`, or null when it has none. */
+  async liveMetadata(uri: string): Promise<string | null> {
+    try {
+      return await invokePtr(
+        this.ctx,
+        'virDomainGetMetadata',
+        virDomainGetMetadata,
+        this.ptr,
+        DOMAIN_METADATA_ELEMENT,
+        uri,
+        DomainAffect.LIVE,
+      );
+    } catch (err) {
+      if (err instanceof LibvirtError && err.code === ErrorCode.NO_DOMAIN_METADATA) return null;
+      throw err;
+    }
+  }
+
+  /** Sets (xml: one element, prefixed `key`) or removes (null) the running domain's element of `uri`. */
+  async setLiveMetadata(uri: string, key: string, xml: string | null): Promise<void> {
+    await invoke(
+      this.ctx,
+      'virDomainSetMetadata',
+      virDomainSetMetadata,
+      failsIfNegative,
+      this.ptr,
+      DOMAIN_METADATA_ELEMENT,
+      xml,
+      xml === null ? null : key,
+      uri,
+      DomainAffect.LIVE,
+    );
   }
 
   /** Starts the defined domain (virDomainCreateWithFlags; DomainStartFlags.PAUSED, ...). */

@@ -218,6 +218,17 @@ export const virDomainGetXMLDesc = declare<[DomainPtr, number], Str>(
   lib,
   'HeapStr virDomainGetXMLDesc(virDomainPtr domain, unsigned int flags)',
 );
+export const virDomainGetMetadata = declare<[DomainPtr, number, string | null, number], Str>(
+  lib,
+  'HeapStr virDomainGetMetadata(virDomainPtr domain, int type, const char *uri, unsigned int flags)',
+);
+export const virDomainSetMetadata = declare<
+  [DomainPtr, number, string | null, string | null, string | null, number],
+  number
+>(
+  lib,
+  'int virDomainSetMetadata(virDomainPtr domain, int type, const char *metadata, const char *key, const char *uri, unsigned int flags)',
+);
 export const virDomainUndefineFlags = declare<[DomainPtr, number], number>(
   lib,
   'int virDomainUndefineFlags(virDomainPtr domain, unsigned int flags)',

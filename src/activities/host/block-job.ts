@@ -1,9 +1,11 @@
+import { Context } from '@temporalio/activity';
 import { BlockJobType } from '../../libvirt/constants';
 import type { Domain } from '../../libvirt/domain';
 import { isNotReadyForPivot } from '../../libvirt/retryable';
 import type { AbortJobResult, HostActivities, JobKind, JobRef, StartJobResult } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
+import { releaseWorkflowHolds } from './vm-hold';
 import { diskChain, isActive, stateOf, withVm } from './vm';
 
 const JOB_TYPE: Record<JobKind, number> = {
@@ -131,7 +133,13 @@ export function makePivot(deps: HostActivityDeps): HostActivities['pivot'] {
 export function makeAbortJob(deps: HostActivityDeps): HostActivities['abortJob'] {
   return async (input) => {
     try {
-      return await withVm(await deps.libvirt(), input.vmId, (dom) => abortDisk(dom, input));
+      return await withVm(await deps.libvirt(), input.vmId, async (dom) => {
+        const result = await abortDisk(dom, input);
+        // The merge is over on this host: a hold an attempt that died left behind goes too (vm-hold.ts).
+        const wf = Context.current().info.workflowExecution;
+        if (wf) await releaseWorkflowHolds(dom, wf.workflowId);
+        return result;
+      });
     } catch (err) {
       // A VM that is gone has no job left to abort, and nothing merged that anyone could use.
       if (err instanceof Error && 'type' in err && err.type === 'VmNotFound')

@@ -10,6 +10,8 @@ import { nonRetryable } from '../failures';
 import { abortDisk, pivotDisk, startOrAdopt } from './block-job';
 import type { HostActivityDeps } from './deps';
 import { verifyChains } from './verify';
+import type { HoldRef } from './vm-hold';
+import { holdVm, releaseVm } from './vm-hold';
 import { withVm } from './vm';
 import { makeWaitForJob } from './wait-for-job';
 
@@ -35,7 +37,13 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
     let cur = 0;
     let end = 0;
     let pivotCalled = false;
+    // No migration while the unit runs (vm-hold.ts); a direct call from a test has no workflow to name.
+    const wf = ctx.info.workflowExecution;
+    const hold: HoldRef | null = wf
+      ? { workflowId: wf.workflowId, activityId: ctx.info.activityId, attempt }
+      : null;
     try {
+      if (hold) await withVm(conn, input.vmId, (dom) => holdVm(dom, hold));
       await breakpoint('startJob');
       // An earlier attempt that started the job said so in its heartbeats: then the job is adopted or its
       // work found done, never started a second time.
@@ -89,9 +97,24 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
       }
       throw err;
     } finally {
+      if (hold) await release(conn, input.vmId, hold, ctx);
       await report.flush();
     }
   };
+}
+
+/** Best effort: a VM that stopped or left has no hold left to release. */
+async function release(
+  conn: Awaited<ReturnType<HostActivityDeps['libvirt']>>,
+  vmId: string,
+  hold: HoldRef,
+  ctx: Context,
+): Promise<void> {
+  try {
+    await withVm(conn, vmId, (dom) => releaseVm(dom, hold));
+  } catch (err) {
+    ctx.log.warn('mergeOnHost: hold not released', { vmId, error: String(err) });
+  }
 }
 
 type Reporter = ((r: HostStageReport) => void) & { flush(): Promise<void> };
