@@ -76,6 +76,15 @@ export function simHostPorts(index: number) {
   };
 }
 
+/** The pid of the sim host's libvirtd when it runs. */
+export function simHostPid(dir: string): number | undefined {
+  return daemonPid(path.resolve(dir), 'libvirtd');
+}
+
+export function simHostRunning(dir: string): boolean {
+  return simHostPid(dir) !== undefined;
+}
+
 /** Starts (or finds running) a libvirtd of its own in a private mount namespace; idempotent. */
 export async function startSimHost(opts: SimHostOptions): Promise<SimHost> {
   const dir = path.resolve(opts.dir);
