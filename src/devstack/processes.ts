@@ -24,6 +24,18 @@ export class ProcessRegistry {
     return path.join(this.dataDir, 'pids', `${name}.json`);
   }
 
+  /** Names of every part with a pid file (running or stale). */
+  names(): string[] {
+    try {
+      return fs
+        .readdirSync(path.join(this.dataDir, 'pids'))
+        .filter((f) => f.endsWith('.json'))
+        .map((f) => f.slice(0, -'.json'.length));
+    } catch {
+      return [];
+    }
+  }
+
   logFile(name: string): string {
     return path.join(this.dataDir, 'logs', `${name}.log`);
   }

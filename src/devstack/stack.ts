@@ -7,7 +7,10 @@ import type { Config } from '../config';
 import { REPO_ROOT } from '../config';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import { pollerCount, temporalHealthy, waitFor } from './health';
+import type { DevHost } from './hosts';
+import { hostsEnv, planDevHosts, readDevHosts, removeDevHosts, writeDevHosts } from './hosts';
 import { ProcessRegistry, isAlive } from './processes';
+import { simHostPid, simHostRunning, startSimHost, stopSimHost } from './sim-host';
 import { devServerArgs, splitAddress, temporalCliPath } from './temporal-server';
 
 export interface PartStatus {
@@ -32,9 +35,61 @@ function daemonPid(name: 'libvirtd' | 'virtlogd'): number | undefined {
   }
 }
 
-export async function devUp(config: Config, log: (line: string) => void): Promise<void> {
+/** `dev up` asked for other hosts than the running stack has: nothing was changed. */
+export class DevStackConflict extends Error {
+  override readonly name = 'DevStackConflict';
+}
+
+export interface DevUpOptions {
+  /** Number of hosts (default: those of the running stack, else 1): host 1 is the system libvirtd. */
+  hosts?: number;
+  /** The host whose agent holds the storage role (default host 1). */
+  storageHost?: string;
+}
+
+/** The hosts of the stack as `dev up` recorded them; a stack from before dev-hosts.json has one host. */
+export function stackHosts(config: Config): DevHost[] {
+  return readDevHosts(config.dataDir) ?? planDevHosts(config, 1);
+}
+
+/** Whether an engine, an agent or a sim host of a stack started by `dev up` still runs. */
+function stackRunning(config: Config, reg: ProcessRegistry, hosts: DevHost[]): boolean {
+  return (
+    reg.running('engine') !== undefined ||
+    hosts.some(
+      (h) => reg.running(`host-${h.id}`) !== undefined || (h.dir !== undefined && simHostRunning(h.dir)),
+    )
+  );
+}
+
+function sameHosts(a: DevHost[], b: DevHost[]): boolean {
+  const key = (hs: DevHost[]) => JSON.stringify(hs.map((h) => [h.id, h.uri, h.storage, h.dir ?? null]));
+  return key(a) === key(b);
+}
+
+export async function devUp(
+  config: Config,
+  log: (line: string) => void,
+  opts: DevUpOptions = {},
+): Promise<void> {
   const reg = new ProcessRegistry(config.dataDir);
   const t0 = Date.now();
+
+  // A running stack keeps its hosts: changing them means new LIVEMERGE_HOSTS for the engine and every agent,
+  // so it is `dev down` first, never a half-changed stack.
+  const recorded = readDevHosts(config.dataDir);
+  const current = recorded ?? planDevHosts(config, 1);
+  const hosts = planDevHosts(
+    config,
+    opts.hosts ?? current.length,
+    opts.storageHost ?? (opts.hosts === undefined ? current.find((h) => h.storage)?.id : undefined),
+  );
+  if (!sameHosts(hosts, current) && stackRunning(config, reg, current))
+    throw new DevStackConflict(
+      `a dev stack with host(s) ${describeHosts(current)} is running; ` +
+        `run \`livemerge dev down\` first to start one with ${describeHosts(hosts)}`,
+    );
+  writeDevHosts(config.dataDir, hosts);
 
   for (const daemon of ['virtlogd', 'libvirtd'] as const) {
     if (daemonPid(daemon) !== undefined) {
@@ -46,6 +101,14 @@ export async function devUp(config: Config, log: (line: string) => void): Promis
     if (pid === undefined) throw new Error(`${daemon} did not start`);
     reg.adopt(daemon, pid, daemon);
     log(`${daemon}: started (pid ${pid})`);
+  }
+  for (const [i, h] of hosts.entries()) {
+    if (h.dir === undefined) continue;
+    const was = simHostRunning(h.dir);
+    const sim = await startSimHost({ dir: h.dir, index: i + 1 });
+    log(
+      `host ${h.id}: libvirtd ${was ? 'already running' : 'started'} at ${sim.uri} (host UUID ${sim.hostUuid})`,
+    );
   }
 
   const { host, port } = splitAddress(config.temporalAddress);
@@ -72,14 +135,22 @@ export async function devUp(config: Config, log: (line: string) => void): Promis
 
   const connection = await Connection.connect({ address: config.temporalAddress });
   try {
+    const shared = hostsEnv(hosts);
     const workers = [
-      { name: 'engine', args: ['worker', 'engine'], queue: ENGINE_TASK_QUEUE, kind: 'workflow' as const },
       {
-        name: `host-${config.hostId}`,
-        args: ['worker', 'host', '--host-id', config.hostId, '--storage'],
-        queue: hostTaskQueue(config.hostId),
-        kind: 'activity' as const,
+        name: 'engine',
+        args: ['worker', 'engine'],
+        queue: ENGINE_TASK_QUEUE,
+        kind: 'workflow' as const,
+        env: { ...process.env, ...shared },
       },
+      ...hosts.map((h) => ({
+        name: `host-${h.id}`,
+        args: ['worker', 'host', '--host-id', h.id, ...(h.storage ? ['--storage'] : [])],
+        queue: hostTaskQueue(h.id),
+        kind: 'activity' as const,
+        env: { ...process.env, ...shared, LIBVIRT_DEFAULT_URI: h.uri, LIVEMERGE_HOST_ID: h.id },
+      })),
     ];
     for (const w of workers) {
       const running = reg.running(w.name);
@@ -87,7 +158,10 @@ export async function devUp(config: Config, log: (line: string) => void): Promis
         log(`${w.name} worker: already running (pid ${running})`);
         continue;
       }
-      const pid = reg.start({ name: w.name, command: process.execPath, args: [CLI, ...w.args], marker: CLI });
+      const pid = reg.start(
+        { name: w.name, command: process.execPath, args: [CLI, ...w.args], marker: CLI },
+        w.env,
+      );
       await waitFor(
         `the ${w.name} worker to poll ${w.queue}`,
         async () => {
@@ -106,24 +180,41 @@ export async function devUp(config: Config, log: (line: string) => void): Promis
   );
 }
 
-const PARTS_IN_STOP_ORDER = (config: Config) => [
-  `host-${config.hostId}`,
-  'engine',
-  'temporal',
-  'libvirtd',
-  'virtlogd',
-];
+function describeHosts(hosts: DevHost[]): string {
+  return hosts.map((h) => (h.storage ? `${h.id} (storage)` : h.id)).join(', ');
+}
+
+/** Sim host dirs: those recorded, and any under <dataDir>/hosts/ (a stack whose up failed half-way). */
+function simHostDirs(config: Config, hosts: DevHost[]): string[] {
+  const dirs = new Set(hosts.flatMap((h) => (h.dir === undefined ? [] : [h.dir])));
+  const root = path.join(config.dataDir, 'hosts');
+  for (const e of fs.existsSync(root) ? fs.readdirSync(root) : []) dirs.add(path.join(root, e));
+  return [...dirs];
+}
 
 export async function devDown(config: Config, log: (line: string) => void): Promise<void> {
   const reg = new ProcessRegistry(config.dataDir);
-  for (const part of PARTS_IN_STOP_ORDER(config)) {
+  const hosts = stackHosts(config);
+  const agents = new Set([...hosts.map((h) => `host-${h.id}`), `host-${config.hostId}`]);
+  for (const name of reg.names()) if (name.startsWith('host-')) agents.add(name);
+  for (const part of [...agents, 'engine', 'temporal']) {
     const stopped = await reg.stop(part);
     log(`${part}: ${stopped ? 'stopped' : 'not started by dev up, left alone'}`);
   }
+  for (const dir of simHostDirs(config, hosts)) {
+    const id = hosts.find((h) => h.dir === dir)?.id ?? dir;
+    log(`host ${id}: libvirtd ${(await stopSimHost(dir)) ? 'stopped' : 'not running'}`);
+  }
+  for (const part of ['libvirtd', 'virtlogd']) {
+    const stopped = await reg.stop(part);
+    log(`${part}: ${stopped ? 'stopped' : 'not started by dev up, left alone'}`);
+  }
+  removeDevHosts(config.dataDir);
 }
 
 export async function devStatus(config: Config): Promise<PartStatus[]> {
   const reg = new ProcessRegistry(config.dataDir);
+  const hosts = stackHosts(config);
   const out: PartStatus[] = [];
   for (const daemon of ['virtlogd', 'libvirtd'] as const) {
     const ours = reg.running(daemon);
@@ -140,6 +231,16 @@ export async function devStatus(config: Config): Promise<PartStatus[]> {
             : 'running, not started by dev up',
     });
   }
+  for (const h of hosts) {
+    if (h.dir === undefined) continue;
+    const pid = simHostPid(h.dir);
+    out.push({
+      part: `libvirtd ${h.id}`,
+      state: pid === undefined ? 'stopped' : 'running',
+      ...(pid !== undefined ? { pid } : {}),
+      detail: `sim host ${h.uri}`,
+    });
+  }
   const healthy = await temporalHealthy(config.temporalAddress, config.temporalNamespace);
   const tpid = reg.running('temporal');
   out.push({
@@ -152,17 +253,25 @@ export async function devStatus(config: Config): Promise<PartStatus[]> {
   });
   const connection = healthy ? await Connection.connect({ address: config.temporalAddress }) : undefined;
   try {
-    for (const [name, queue, kind] of [
-      ['engine', ENGINE_TASK_QUEUE, 'workflow'],
-      [`host-${config.hostId}`, hostTaskQueue(config.hostId), 'activity'],
-    ] as const) {
+    for (const [name, queue, kind, what] of [
+      ['engine', ENGINE_TASK_QUEUE, 'workflow', ''] as const,
+      ...hosts.map(
+        (h) =>
+          [
+            `host-${h.id}`,
+            hostTaskQueue(h.id),
+            'activity',
+            `${h.storage ? ', storage role' : ''}, ${h.uri}`,
+          ] as const,
+      ),
+    ]) {
       const pid = reg.running(name);
       const pollers = connection ? await pollerCount(connection, config.temporalNamespace, queue, kind) : 0;
       out.push({
         part: `${name} worker`,
         state: pid !== undefined ? 'running' : 'stopped',
         ...(pid !== undefined ? { pid } : {}),
-        detail: `${queue}: ${pollers} poller(s) seen recently`,
+        detail: `${queue}: ${pollers} poller(s) seen recently${what}`,
       });
     }
   } finally {

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config';
-import { devDown, devStatus, devUp } from '../../devstack/stack';
-import { printJson } from '../output';
+import { MAX_DEV_HOSTS, planDevHosts } from '../../devstack/hosts';
+import { DevStackConflict, devDown, devStatus, devUp, stackHosts } from '../../devstack/stack';
+import { intArg } from '../args';
+import { UsageError, printJson } from '../output';
 
 export function registerDev(program: Command): void {
   const dev = program
@@ -11,8 +13,31 @@ export function registerDev(program: Command): void {
   dev
     .command('up')
     .description('start each part that is not already running')
-    .action(async () => {
-      await devUp(loadConfig(), say);
+    .option(
+      '--hosts <n>',
+      `hypervisor hosts (1-${MAX_DEV_HOSTS}): host 1 is the system libvirtd, hosts 2..n sim hosts ` +
+        '(a libvirtd each in its own mount namespace, ids <host id>-h<n>); default: those of the running stack, else 1',
+    )
+    .option('--storage-host <id>', 'the host whose agent holds the storage role (default: the first)')
+    .action(async (opts: { hosts?: string; storageHost?: string }) => {
+      const config = loadConfig();
+      const hosts = opts.hosts === undefined ? undefined : intArg('--hosts', opts.hosts, 1, MAX_DEV_HOSTS);
+      if (opts.storageHost !== undefined) {
+        try {
+          planDevHosts(config, hosts ?? stackHosts(config).length, opts.storageHost);
+        } catch (e) {
+          throw new UsageError(`--storage-host: ${(e as Error).message}`);
+        }
+      }
+      try {
+        await devUp(config, say, {
+          ...(hosts !== undefined ? { hosts } : {}),
+          ...(opts.storageHost !== undefined ? { storageHost: opts.storageHost } : {}),
+        });
+      } catch (e) {
+        if (e instanceof DevStackConflict) throw new UsageError(e.message);
+        throw e;
+      }
     });
   dev
     .command('down')

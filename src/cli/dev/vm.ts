@@ -18,6 +18,7 @@ import { diskSizeArg, intArg, uuidArg, vmNameArg, vmRefArg } from '../args';
 import { OperationFailed, UsageError, formatBytes, info, printJson, table, workflowUiLink } from '../output';
 import { StorageDomains, listStorageDomains, lookupVm, withLibvirt } from '../vms';
 import { diskTarget, testVmXml } from './vm-xml';
+import { stackHosts } from '../../devstack/stack';
 import { withTemporal } from '../workflows';
 
 export interface VmCreateResult {
@@ -72,6 +73,7 @@ export function registerVm(program: Command): void {
     .option('--format <format>', 'format of the base volumes: raw or qcow2', 'qcow2')
     .option('--no-start', 'define the VM but leave it shut off')
     .option('--storage-domain <uuid>', 'storage domain (default: the only one under the storage root)')
+    .option('--host <id>', 'a host of the dev stack (`dev up --hosts N`) to create it on (default: host 1)')
     .option('--json', 'machine-readable output')
     .action(
       async (opts: {
@@ -81,6 +83,7 @@ export function registerVm(program: Command): void {
         format: string;
         start: boolean;
         storageDomain?: string;
+        host?: string;
         json?: boolean;
       }) => {
         const name = vmNameArg(opts.name);
@@ -91,7 +94,7 @@ export function registerVm(program: Command): void {
         const format = opts.format;
         const sdArg =
           opts.storageDomain === undefined ? undefined : uuidArg('--storage-domain', opts.storageDomain);
-        const config = loadConfig();
+        const config = onHost(loadConfig(), opts.host);
         const result = await withLibvirt(config, async (conn) => {
           const existing = await conn.findByName(name);
           if (existing) {
@@ -122,10 +125,11 @@ export function registerVm(program: Command): void {
       'destroy and undefine a VM and delete its images (only when every volume is in a storage domain)',
     )
     .argument('<vm>', 'VM name or UUID')
+    .option('--host <id>', 'the dev stack host the VM is on (default: host 1)')
     .option('--json', 'machine-readable output')
-    .action(async (ref: string, opts: { json?: boolean }) => {
+    .action(async (ref: string, opts: { host?: string; json?: boolean }) => {
       vmRefArg(ref);
-      const config = loadConfig();
+      const config = onHost(loadConfig(), opts.host);
       const result = await withLibvirt(config, (conn) => deleteVm(conn, config, ref));
       if (opts.json) return printJson(result);
       process.stdout.write(
@@ -133,6 +137,18 @@ export function registerVm(program: Command): void {
           `${result.deletedVolumeIds.length} volume(s)\n`,
       );
     });
+}
+
+/** The config of a dev stack host: its id and libvirt URI as `dev up` recorded them (dev-hosts.json). */
+function onHost(config: Config, hostId: string | undefined): Config {
+  if (hostId === undefined) return config;
+  const hosts = stackHosts(config);
+  const host = hosts.find((h) => h.id === hostId);
+  if (!host)
+    throw new UsageError(
+      `--host ${JSON.stringify(hostId)} is not a host of the dev stack (${hosts.map((h) => h.id).join(', ')})`,
+    );
+  return { ...config, hostId: host.id, libvirtUri: host.uri };
 }
 
 async function chooseStorageDomain(
