@@ -200,6 +200,7 @@ export const WORKFLOWS: Record<WorkflowType, WorkflowDoc> = {
     exampleResult: {
       vmId: S.vm,
       snapshotId: S.snapshot,
+      hostId: S.host,
       removedVolumeIds: [S.leaf],
       disks: [{ target: 'vda', imageId: S.image, status: 'merged' }],
     },

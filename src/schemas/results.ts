@@ -48,6 +48,7 @@ export type CreateSnapshotResult = z.infer<typeof CreateSnapshotResult>;
 export const RemoveSnapshotResult = z.object({
   vmId: Uuid,
   snapshotId: Uuid,
+  hostId: HostIdOut,
   removedVolumeIds: z.array(Uuid).describe('the volumes merged away and deleted, over all disks'),
   disks: z
     .array(

@@ -100,6 +100,7 @@ async function conclude(
   const result: RemoveSnapshotResult = {
     vmId: input.vmId,
     snapshotId: input.snapshotId,
+    hostId,
     removedVolumeIds: removed,
     disks: merges.map((m, i) => {
       const o = outcomes[i]!;

@@ -11,11 +11,13 @@ import { createEngineActivities } from '../../src/activities/engine';
 import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { AuditLog } from '../../src/audit/audit-log';
 import { loadConfig } from '../../src/config';
-import { LibvirtConnection, readDomainXmls } from '../../src/libvirt';
+import { LibvirtConnection } from '../../src/libvirt';
+import { fleetDomainXmls } from '../../src/workers/libvirt-provider';
 import { StorageDomain } from '../../src/storage/storage-domain';
 import type { StoredVolume } from '../../src/storage/storage-domain';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorkers } from '../../src/workers/host';
+import { startSimHost, stopSimHost } from '../../src/devstack/sim-host';
 import { Holds } from './holds';
 import type { TemporalHarness } from './temporal';
 import { NAMESPACE, atFileEnd, runWorkers, temporal, workflowBundle } from './temporal';
@@ -24,8 +26,21 @@ import { createTestVm } from './vm-fixture';
 
 const exec = promisify(execFile);
 
-export interface Stack extends TemporalHarness {
+/** A host of the stack: the system libvirtd (the first) or a simulated host (src/devstack/sim-host.ts). */
+export interface StackHost {
   hostId: string;
+  uri: string;
+  conn: LibvirtConnection;
+  /** The simulated host's dir and index (startSimHost); undefined for the system libvirtd. */
+  simDir?: string;
+  simIndex?: number;
+}
+
+export interface Stack extends TemporalHarness {
+  /** The first host: system libvirtd, storage role. */
+  hostId: string;
+  /** Every host with an agent, the first host first. */
+  hosts: StackHost[];
   storageRoot: string;
   sd: StorageDomain;
   auditLog: AuditLog;
@@ -44,7 +59,12 @@ export interface StackOptions {
   holds?: boolean;
   /** The engine's locate timeout (LIVEMERGE_LOCATE_TIMEOUT); default its own. */
   locateTimeoutSeconds?: number;
+  /** Simulated hosts, each a real libvirtd of its own with its own agent (no storage role). */
+  simHosts?: number;
 }
+
+/** Migration/display port ranges of test sim hosts: clear of the dev stack's (sim-host.ts simHostPorts). */
+const TEST_SIM_HOST_INDEX = 120;
 
 let stack: Promise<Stack> | undefined;
 
@@ -61,6 +81,25 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
     const conn = await LibvirtConnection.open();
     atFileEnd(() => conn.close());
     const hostId = `test-${randomUUID().slice(0, 8)}`;
+    const hosts: StackHost[] = [{ hostId, uri: conn.uri, conn }];
+    for (let i = 1; i <= (opts.simHosts ?? 0); i++) {
+      const simDir = path.join(dir, `h${i + 1}`);
+      atFileEnd(async () => {
+        await stopSimHost(simDir);
+      });
+      const simIndex = TEST_SIM_HOST_INDEX + i;
+      const sim = await startSimHost({ dir: simDir, index: simIndex });
+      const simConn = await LibvirtConnection.open(sim.uri);
+      atFileEnd(() => simConn.close());
+      hosts.push({ hostId: `${hostId}-h${i + 1}`, uri: sim.uri, conn: simConn, simDir, simIndex });
+    }
+    // Every agent reads every host's domains as `worker host` does from LIVEMERGE_HOST_URIS.
+    const hostUris = Object.fromEntries(hosts.map((h) => [h.hostId, h.uri]));
+    const fleetOf = (h: StackHost) => {
+      const fleet = fleetDomainXmls({ hostId: h.hostId, libvirt: () => Promise.resolve(h.conn) }, hostUris);
+      atFileEnd(() => fleet.close());
+      return fleet;
+    };
     // The workers read LIVEMERGE_HOLD_DIR when they are made (each test file is a process of its own).
     const holds = opts.holds ? new Holds(path.join(dir, 'holds')) : undefined;
     if (holds) process.env.LIVEMERGE_HOLD_DIR = holds.dir;
@@ -71,30 +110,31 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
         workflowBundle: await workflowBundle(),
         activities: createEngineActivities({
           auditLog,
-          hosts: [...(opts.extraHosts ?? []), hostId],
+          hosts: [...(opts.extraHosts ?? []), ...hosts.map((h) => h.hostId)],
           locateTimeoutSeconds: opts.locateTimeoutSeconds ?? loadConfig({}).locateTimeoutSeconds,
         }),
       }),
     ];
     if (opts.hostAgent ?? true)
-      workers.push(
-        ...(await createHostWorkers({
-          connection: t.nativeConnection,
-          namespace: NAMESPACE,
-          hostId,
-          storageRoot,
-          storage: true,
-          libvirt: () => Promise.resolve(conn),
-          domainXmls: async () => (await readDomainXmls(conn)).map((d) => ({ ...d, host: hostId })),
-        })),
-      );
+      for (const [i, h] of hosts.entries())
+        workers.push(
+          ...(await createHostWorkers({
+            connection: t.nativeConnection,
+            namespace: NAMESPACE,
+            hostId: h.hostId,
+            storageRoot,
+            storage: i === 0,
+            libvirt: () => Promise.resolve(h.conn),
+            domainXmls: fleetOf(h),
+          })),
+        );
     const running = runWorkers(workers);
     atFileEnd(async () => {
       if (process.env.LIVEMERGE_RECORD_HISTORIES)
         await recordHistories(t, process.env.LIVEMERGE_RECORD_HISTORIES);
       await running.stop();
     });
-    return { ...t, hostId, storageRoot, sd, auditLog, conn, workers: running, holds };
+    return { ...t, hostId, hosts, storageRoot, sd, auditLog, conn, workers: running, holds };
   })();
   return stack;
 }
@@ -139,7 +179,14 @@ export interface VmDisk {
 /** A TCG VM whose disks are images of the stack's storage domain (removed when the test ends). */
 export async function createStackVm(
   s: Stack,
-  opts: { disks?: number; format?: 'raw' | 'qcow2'; capacity?: number; start?: boolean } = {},
+  opts: {
+    disks?: number;
+    format?: 'raw' | 'qcow2';
+    capacity?: number;
+    start?: boolean;
+    /** The host to define it on (default the first). */
+    hostId?: string;
+  } = {},
 ): Promise<{ vm: TestVm; disks: VmDisk[] }> {
   const disks: VmDisk[] = [];
   for (let i = 0; i < (opts.disks ?? 1); i++) {
@@ -149,7 +196,9 @@ export async function createStackVm(
     });
     disks.push({ target: `vd${String.fromCharCode(97 + i)}`, imageId: base.imageId, base });
   }
-  const vm = await createTestVm(s.conn, {
+  const host = s.hosts.find((h) => h.hostId === (opts.hostId ?? s.hostId));
+  if (!host) throw new Error(`no host ${opts.hostId} in this stack`);
+  const vm = await createTestVm(host.conn, {
     disks: disks.map((d) => ({ path: d.base.path, format: d.base.format })),
     start: opts.start ?? true,
   });
