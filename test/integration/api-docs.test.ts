@@ -164,6 +164,7 @@ describe('docs/api.md: removeSnapshot through the temporal CLI', () => {
     expect(removed).toEqual({
       vmId: vm.uuid,
       snapshotId,
+      hostId: s.hostId,
       removedVolumeIds: [leaf.volumeId],
       disks: [{ target: 'vda', imageId: disk.imageId, status: 'merged' }],
     });

@@ -288,14 +288,22 @@ const RESULT_SAMPLES: Record<WorkflowType, Sample[]> = {
     ok('a failed disk', {
       vmId: A,
       snapshotId: B,
+      hostId: 'h',
       removedVolumeIds: [],
       disks: [
         { target: 'vdb', imageId: D, status: 'failed', failureType: 'VmCrashed', message: 'VM stopped' },
       ],
     }),
+    bad('no host', {
+      vmId: A,
+      snapshotId: B,
+      removedVolumeIds: [],
+      disks: [{ target: 'vda', imageId: D, status: 'merged' }],
+    }),
     bad('an unknown disk status', {
       vmId: A,
       snapshotId: B,
+      hostId: 'h',
       removedVolumeIds: [],
       disks: [{ target: 'vda', imageId: D, status: 'partial' }],
     }),
