@@ -33,6 +33,8 @@ import { ImageDirWatch } from '../helpers/file-watch';
 import { checkImage } from '../helpers/invariants';
 import type { ProcessStack } from '../helpers/process-stack';
 import { foreignVitestPids, libvirtdAnswers, until } from '../helpers/process-stack';
+import type { SimHostOptions } from '../../src/devstack/sim-host';
+import { simHostPid, simHostUri, startSimHost } from '../../src/devstack/sim-host';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
@@ -135,12 +137,24 @@ export function expectsVmCrashed(c: Cell): boolean {
 
 export interface FaultContext {
   stack: ProcessStack;
+  /** The VM host's libvirtd. */
   libvirt: LibvirtProvider;
   log: (line: string) => void;
+  /** The VM host's libvirtd when it is a simulated host (its restart is its own, not the system's). */
+  simHost?: SimHostOptions;
 }
 
-export function faultContext(stack: ProcessStack, log: (line: string) => void = console.log): FaultContext {
-  return { stack, libvirt: libvirtProvider('qemu:///system'), log };
+export function faultContext(
+  stack: ProcessStack,
+  log: (line: string) => void = console.log,
+  simHost?: SimHostOptions,
+): FaultContext {
+  return {
+    stack,
+    libvirt: libvirtProvider(simHost ? simHostUri(simHost.dir) : 'qemu:///system'),
+    log,
+    ...(simHost ? { simHost } : {}),
+  };
 }
 
 /** The VM's domain on the test's current libvirt connection (reopened after a libvirtd restart). */
@@ -295,6 +309,17 @@ export async function inject(ctx: FaultContext, fault: Fault, vmId: string): Pro
       await withDom(ctx, vmId, (dom) => dom.destroy());
       return () => Promise.resolve();
     case 'libvirtd-restart': {
+      const sim = ctx.simHost;
+      if (sim) {
+        // The VM host's own libvirtd: its QEMUs keep running in its namespace and are found again.
+        const simPid = simHostPid(sim.dir);
+        if (simPid === undefined) throw new Error(`sim host ${sim.dir} is not running`);
+        process.kill(simPid, 'SIGTERM');
+        await until("the sim host's libvirtd to exit", () => simHostPid(sim.dir) === undefined, 60_000);
+        return async () => {
+          await startSimHost(sim);
+        };
+      }
       const pid = await libvirtdPid();
       if (pid === undefined || !(await alive(pid))) throw new Error('libvirtd is not running');
       process.kill(pid, 'SIGTERM');
@@ -536,7 +561,7 @@ export async function runCell(ctx: FaultContext, cell: Cell): Promise<CellResult
   try {
     stack.releaseAll();
     await stack.waitHealthy();
-    if (cell.fault === 'libvirtd-restart') await waitForLibvirtdAlone(ctx);
+    if (cell.fault === 'libvirtd-restart' && !ctx.simHost) await waitForLibvirtdAlone(ctx);
     sc = await setUp(ctx, cell);
     const [base, , leaf] = sc.chain as [StoredVolume, StoredVolume, StoredVolume];
     const input: MergeDiskInput = {
@@ -562,7 +587,7 @@ export async function runCell(ctx: FaultContext, cell: Cell): Promise<CellResult
       ctx.log(`  inject ${cell.fault} at stage ${(await progressOf(handle))?.stage ?? '?'}`);
       restore = await inject(ctx, cell.fault, sc.vmId);
     } else {
-      if (cell.fault === 'libvirtd-restart') await waitForLibvirtdAlone(ctx);
+      if (cell.fault === 'libvirtd-restart' && !ctx.simHost) await waitForLibvirtdAlone(ctx);
       if (cell.stage === 'copy') {
         // Still copying when the fault strikes.
         const info = await withDom(ctx, sc.vmId, (d) => d.blockJobInfo('vda'));
@@ -620,6 +645,7 @@ export async function runCell(ctx: FaultContext, cell: Cell): Promise<CellResult
     // The next cell needs every part back (a failed cell may have left one down).
     for (const part of ['temporal', 'engine', 'host', 'storage'] as const)
       if (stack.pid(part) === undefined) await stack.startPart(part).catch(() => undefined);
+    if (ctx.simHost) await startSimHost(ctx.simHost).catch(() => undefined);
     if (!(await libvirtdAnswers())) {
       await exec('libvirtd', ['-d']).catch(() => undefined);
       await until('libvirtd to answer', libvirtdAnswers, 60_000, 100).catch(() => undefined);

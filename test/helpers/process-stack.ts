@@ -75,6 +75,11 @@ export interface ProcessStackOptions {
   /** The storage-role agent's host id. */
   storageHostId?: string;
   namespace?: string;
+  /**
+   * The VM host's own libvirtd (a simulated host's URI): then the two agents are two hosts, each told
+   * every host's URI (LIVEMERGE_HOST_URIS), and the engine asks both. Default: both use qemu:///system.
+   */
+  vmHostUri?: string;
 }
 
 export class ProcessStack {
@@ -93,6 +98,7 @@ export class ProcessStack {
   client!: Client;
   private readonly parts = new Map<Part, Running>();
   private stopped = false;
+  readonly vmHostUri: string | undefined;
 
   private constructor(
     readonly dir: string,
@@ -101,6 +107,7 @@ export class ProcessStack {
     this.hostId = opts.hostId ?? 'fault-a';
     this.storageHostId = opts.storageHostId ?? 'fault-b';
     this.namespace = opts.namespace ?? 'livemerge-faults';
+    this.vmHostUri = opts.vmHostUri;
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
@@ -157,9 +164,16 @@ export class ProcessStack {
     }
   }
 
-  private env(): NodeJS.ProcessEnv {
+  private env(part: Part): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST')) env[k] = v;
+    const twoHosts = this.vmHostUri
+      ? {
+          LIVEMERGE_HOSTS: `${this.hostId},${this.storageHostId}`,
+          LIVEMERGE_HOST_URIS: `${this.hostId}=${this.vmHostUri},${this.storageHostId}=qemu:///system`,
+          LIBVIRT_DEFAULT_URI: part === 'host' ? this.vmHostUri : 'qemu:///system',
+        }
+      : {};
     return {
       ...env,
       TEMPORAL_ADDRESS: this.address,
@@ -170,6 +184,7 @@ export class ProcessStack {
       LIVEMERGE_AUDIT_LOG: this.auditLogFile,
       LIBVIRT_DEFAULT_URI: 'qemu:///system',
       LIVEMERGE_HOLD_DIR: this.holdDir,
+      ...twoHosts,
     };
   }
 
@@ -189,7 +204,7 @@ export class ProcessStack {
     const { cmd, args } = this.command(part);
     const log = fs.openSync(this.logFile(part), 'a');
     fs.writeSync(log, `\n===== ${new Date().toISOString()} start ${part}: ${cmd} ${args.join(' ')}\n`);
-    const child = spawn(cmd, args, { cwd: REPO_ROOT, env: this.env(), stdio: ['ignore', log, log] });
+    const child = spawn(cmd, args, { cwd: REPO_ROOT, env: this.env(part), stdio: ['ignore', log, log] });
     fs.closeSync(log);
     allChildren.add(child);
     const exited = new Promise<void>((resolve) => {
