@@ -25,12 +25,12 @@
 // reachable by QEMU (libvirt-qemu): see createTempDir in vm-fixture.ts.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { promisify } from 'node:util';
-import { onTestFinished } from 'vitest';
+import { afterAll, onTestFinished } from 'vitest';
 import { escapeXml } from '../../src/common/xml';
 import { REPO_ROOT, loadConfig } from '../../src/config';
 
@@ -258,6 +258,12 @@ export function guestImagePaths(): GuestImage {
 
 let built: Promise<GuestImage> | undefined;
 
+// The file's copies go when the file ends (a forked test process is ended by its pool, not by exit).
+const bootDirs: string[] = [];
+afterAll(async () => {
+  for (const d of bootDirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
 /**
  * The guest's kernel and initrd copied into a 0755 temp dir: QEMU runs as libvirt-qemu and cannot open files
  * under a checkout whose parents it may not traverse (e.g. a clone inside `mktemp -d`, mode 0700).
@@ -265,7 +271,7 @@ let built: Promise<GuestImage> | undefined;
 async function readableByQemu(image: GuestImage): Promise<GuestImage> {
   const dir = await mkdtemp(join(tmpdir(), 'lm-gw-boot-'));
   await chmod(dir, 0o755);
-  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  bootDirs.push(dir);
   const copy = { kernel: join(dir, 'vmlinux'), initrd: join(dir, 'initrd.img') };
   for (const k of ['kernel', 'initrd'] as const) {
     await copyFile(image[k], copy[k]);
