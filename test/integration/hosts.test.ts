@@ -11,6 +11,8 @@ import { simHostPid, startSimHost } from '../../src/devstack/sim-host';
 import { deleteVolumeGuarded } from '../../src/guard/deletion-guard';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
+import { REPO_ROOT } from '../../src/config';
+import { NAMESPACE } from '../helpers/temporal';
 import { DeletionRefused } from '../../src/storage/errors';
 import { fleetDomainXmls } from '../../src/workers/libvirt-provider';
 import type { ReconcileResult } from '../../src/workflows/reconcile';
@@ -24,6 +26,31 @@ const exec = promisify(execFile);
 const MiB = 1 << 20;
 
 const stack = () => useStack({ simHosts: 1, holds: true });
+const BIN = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
+
+/** The CLI as an operator on host A runs it: A's libvirtd is the local one; it knows no host B. */
+function cli(s: Stack, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    TEMPORAL_ADDRESS: s.address,
+    TEMPORAL_NAMESPACE: NAMESPACE,
+    LIVEMERGE_HOST_ID: s.hostId,
+    LIVEMERGE_STORAGE_ROOT: s.storageRoot,
+    LIVEMERGE_AUDIT_LOG: s.auditLog.file,
+    LIBVIRT_DEFAULT_URI: 'qemu:///system',
+  };
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function cliJson<T>(s: Stack, args: string[]): Promise<T> {
+  const r = await cli(s, [...args, '--json']);
+  if (r.code !== 0) throw new Error(`livemerge ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
 const hostB = (s: Stack): StackHost => s.hosts[1]!;
 
 /** The task queues each activity type of the workflow (and of its children) was scheduled on. */
@@ -220,6 +247,44 @@ describe('several hosts', () => {
     } finally {
       await removeVm(b.conn, vm.name);
     }
+  });
+
+  it('the CLI on host A finds, snapshots, shows and merges a VM that runs on host B (through the agents)', async () => {
+    const s = await stack();
+    const b = hostB(s);
+    const { vm, disks } = await createStackVm(s, { hostId: b.hostId, capacity: 16 * MiB });
+    await writeThroughGuest(vm.domain, 0, { byte: 0x33, offset: 0, length: MiB });
+    const created = await cliJson<{ snapshotId: string; disks: Array<{ leafVolumeId: string }> }>(s, [
+      'snapshot',
+      'create',
+      '--vm',
+      vm.name,
+    ]);
+    const chain = await cliJson<{ disks: Array<{ imageId: string; volumes: Array<{ volumeId: string }> }> }>(
+      s,
+      ['chain', '--vm', vm.name],
+    );
+    expect(chain.disks.map((d) => [d.imageId, d.volumes.length])).toEqual([[disks[0]!.imageId, 2]]);
+    const removed = await cliJson<{ status: string; removedVolumeIds: string[] }>(s, [
+      'snapshot',
+      'remove',
+      '--vm',
+      vm.name,
+      '--snapshot',
+      created.snapshotId,
+      '--wait',
+    ]);
+    expect(removed.status).toBe('COMPLETED');
+    expect(removed.removedVolumeIds).toEqual([created.disks[0]!.leafVolumeId]);
+    const audit = await cliJson<{ events: Array<{ hostId: string | null }> }>(s, ['audit', '--vm', vm.name]);
+    expect(audit.events.length).toBeGreaterThan(0);
+    expect(new Set(audit.events.map((e) => e.hostId))).toEqual(new Set([b.hostId]));
+    // An unknown name: every host answered no.
+    const unknown = await cli(s, ['chain', '--vm', 'lm-no-such-vm', '--json']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain(
+      `no VM "lm-no-such-vm" is defined on any of the hosts ${s.hostId}, ${b.hostId}`,
+    );
   });
 
   // Last in the file: it restarts B's libvirtd, whose connection the test and B's agent hold.
