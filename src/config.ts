@@ -72,10 +72,14 @@ export function parseHostUris(value: string): Record<string, string> {
   return out;
 }
 
-/** The inverse of parseHostUris. */
+/** The inverse of parseHostUris; an id may hold no '=' or ',', a URI no ','. */
 export function formatHostUris(uris: Record<string, string>): string {
   return Object.entries(uris)
-    .map(([id, uri]) => `${id}=${uri}`)
+    .map(([id, uri]) => {
+      if (id.includes('=') || id.includes(',') || uri.includes(','))
+        throw new Error(`host ${id} (${uri}): neither id nor URI may contain ','; an id no '='`);
+      return `${id}=${uri}`;
+    })
     .join(',');
 }
 

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config';
+import { formatHostUris } from '../config';
 import { simHostUri } from './sim-host';
 
 export interface DevHost {
@@ -66,27 +67,10 @@ export function removeDevHosts(dataDir: string): void {
   fs.rmSync(devHostsFile(dataDir), { force: true });
 }
 
-/** LIVEMERGE_HOST_URIS: `id=uri` entries joined by ','; a URI may hold '?' and '=', never ','. */
-export function formatHostUris(hosts: ReadonlyArray<Pick<DevHost, 'id' | 'uri'>>): string {
-  for (const h of hosts)
-    if (h.id.includes('=') || h.id.includes(',') || h.uri.includes(','))
-      throw new Error(`host ${h.id} (${h.uri}): neither id nor URI may contain ','; an id no '='`);
-  return hosts.map((h) => `${h.id}=${h.uri}`).join(',');
-}
-
-/** Reads LIVEMERGE_HOST_URIS: each entry split at its first '='. */
-export function parseHostUris(value: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const entry of value.split(',')) {
-    if (entry.trim() === '') continue;
-    const i = entry.indexOf('=');
-    if (i <= 0) throw new Error(`LIVEMERGE_HOST_URIS entry ${JSON.stringify(entry)} is not id=uri`);
-    out.set(entry.slice(0, i).trim(), entry.slice(i + 1).trim());
-  }
-  return out;
-}
-
 /** The environment every worker of the stack gets: the host list and each host's URI. */
 export function hostsEnv(hosts: DevHost[]): Record<string, string> {
-  return { LIVEMERGE_HOSTS: hosts.map((h) => h.id).join(','), LIVEMERGE_HOST_URIS: formatHostUris(hosts) };
+  return {
+    LIVEMERGE_HOSTS: hosts.map((h) => h.id).join(','),
+    LIVEMERGE_HOST_URIS: formatHostUris(Object.fromEntries(hosts.map((h) => [h.id, h.uri]))),
+  };
 }

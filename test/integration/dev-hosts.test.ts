@@ -8,7 +8,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config';
-import { parseHostUris } from '../../src/devstack/hosts';
+import { parseHostUris } from '../../src/config';
 import { isAlive } from '../../src/devstack/processes';
 import { namespaceMembers, simHostPid, startSimHost, stopSimHost } from '../../src/devstack/sim-host';
 import { LibvirtConnection } from '../../src/libvirt';
@@ -204,7 +204,7 @@ describe('dev up --hosts 2', () => {
           .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
       );
       expect(environ.get('LIVEMERGE_HOSTS')).toBe(`${hostId},${hostId}-h2`);
-      expect([...parseHostUris(environ.get('LIVEMERGE_HOST_URIS')!)]).toEqual([
+      expect(Object.entries(parseHostUris(environ.get('LIVEMERGE_HOST_URIS')!))).toEqual([
         [hostId, 'qemu:///system'],
         [`${hostId}-h2`, simUri],
       ]);

@@ -10,7 +10,9 @@ import { findPathUsers } from '../../guard/path-users';
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import type { Format } from '../../schemas/volume';
 import type { Domain, LibvirtConnection } from '../../libvirt';
-import { DomainUndefineFlags, isNoDomainError, readDomainXmls } from '../../libvirt';
+import { DomainUndefineFlags, isNoDomainError } from '../../libvirt';
+import { domainLabel } from '../../libvirt/domain-xmls';
+import { fleetDomainXmls } from '../../workers/libvirt-provider';
 import { volumeRefFromPath } from '../../storage/paths';
 import { StorageDomain } from '../../storage/storage-domain';
 import type { VolumeInfo } from '../../schemas/volume';
@@ -294,10 +296,17 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
     for (const img of images.values())
       for (const v of await (await storageDomains.get(img.storageDomainId)).listVolumes(img.imageId))
         files.push(v.path);
-    const [other] = await findPathUsers(files, () => readDomainXmls(conn), { except: vmId });
+    // Any domain on any host of the stack (fails closed: a host that does not answer refuses).
+    const uris = {
+      ...config.hostUris,
+      ...Object.fromEntries(stackHosts(config).map((h) => [h.id, h.uri])),
+      [config.hostId]: config.libvirtUri,
+    };
+    const fleet = fleetDomainXmls({ hostId: config.hostId, libvirt: () => Promise.resolve(conn) }, uris);
+    const [other] = await findPathUsers(files, fleet, { except: vmId }).finally(() => fleet.close());
     if (other)
       throw new UsageError(
-        `refusing to delete VM ${name}: VM ${other.domain.name} also uses image ` +
+        `refusing to delete VM ${name}: VM ${domainLabel(other.domain)} also uses image ` +
           `${volumeRefFromPath(config.storageRoot, other.path)?.imageId} (${other.entry})`,
       );
     // Fails closed: with Temporal unreachable, whether a merge of this VM runs cannot be told, so it refuses.
