@@ -1,5 +1,5 @@
-// Faults on two hosts (DESIGN.md "Hosts"): the VM runs on host A, a simulated host with a libvirtd of its
-// own (src/devstack/sim-host.ts); the storage role is host B's agent on the system libvirtd. The cells are
+// Faults on two hosts (DESIGN.md "Hosts", the issue's naming): the storage role is host A's agent on the
+// system libvirtd; the VM runs on host B, a simulated host with a libvirtd of its own (sim-host.ts). The cells are
 // the single-host matrix's (harness.ts), with every check of it: data byte for byte, each committed volume
 // deleted exactly once after verifyMerged, audit, reconcile with nothing to do, invariant 4.
 import fs from 'node:fs/promises';
@@ -42,9 +42,9 @@ describe('faults on two hosts: the VM on a host of its own, the storage role on 
   beforeAll(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-hosts-'));
     await fs.chmod(dir, 0o755);
-    sim = { dir: path.join(dir, 'a'), index: 131 };
+    sim = { dir: path.join(dir, 'b'), index: 131 };
     const host = await startSimHost(sim);
-    const stack = await ProcessStack.start({ hostId: 'two-a', storageHostId: 'two-b', vmHostUri: host.uri });
+    const stack = await ProcessStack.start({ hostId: 'two-b', storageHostId: 'two-a', vmHostUri: host.uri });
     ctx = faultContext(stack, console.log, sim);
   });
   afterAll(async () => {
@@ -63,7 +63,7 @@ describe('faults on two hosts: the VM on a host of its own, the storage role on 
         // The job ran on the VM's host, the deletion on the storage role of the other.
         const queues = await queuesOfLastMerge(ctx!.stack, since);
         expect(queues.mergeOnHost.length).toBeGreaterThan(0);
-        expect(new Set(queues.mergeOnHost)).toEqual(new Set([hostTaskQueue('two-a')]));
+        expect(new Set(queues.mergeOnHost)).toEqual(new Set([hostTaskQueue('two-b')]));
         expect(new Set(queues.deleteVolumes)).toEqual(new Set([STORAGE_TASK_QUEUE]));
       } catch (err) {
         console.error(ctx!.stack.allLogs());
