@@ -25,6 +25,7 @@ import type { AnyProgress } from '../workflows';
 import { StorageDomains, describeDomain, diskChain, listStorageDomains, withLibvirt } from '../vms';
 import { StorageDomain } from '../../storage/storage-domain';
 import { diskQdevId } from './vm-xml';
+import { readDevHosts } from '../../devstack/hosts';
 
 const exec = promisify(execFile);
 const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
@@ -387,11 +388,75 @@ async function demoSteps(
     section('8. Reconcile: no orphan volume is left, and every chain agrees');
     await cli(['reconcile', '--storage-domain', sd]);
 
-    section('9. In the Temporal UI');
+    await otherHost(config, sd, state);
+
+    section('In the Temporal UI');
     const children = (await view()).disks.map((d) => `merge-disk:${dom.uuid}:${d.volume!.imageId}`);
     for (const id of [...state.workflowIds, ...children]) say(`  ${id}\n    ${link(id)}`);
   } finally {
     dom.free();
+  }
+}
+
+/**
+ * With a second host in the dev stack (`dev up --hosts 2`): a VM on that host, found, snapshotted and merged
+ * through its agent, its merged volume deleted by the storage role on host 1 (docs/hosts.md).
+ */
+async function otherHost(config: Config, sd: string, state: DemoState): Promise<void> {
+  const hosts = readDevHosts(config.dataDir) ?? [];
+  const other = hosts.find((h) => !h.storage);
+  const storage = hosts.find((h) => h.storage);
+  if (!other || !storage) {
+    say(
+      '\n(one host in this stack: `npx livemerge dev down && npx livemerge dev up --hosts 2` adds a second)',
+    );
+    return;
+  }
+  section(`9. A VM on host ${other.id}; the storage role on host ${storage.id}`);
+  const name = `${state.name}-b`;
+  await cli([
+    'vm',
+    'create',
+    '--host',
+    other.id,
+    '--name',
+    name,
+    '--disks',
+    '1',
+    '--size',
+    '16M',
+    '--storage-domain',
+    sd,
+  ]);
+  try {
+    const snap = JSON.parse(await cli(['snapshot', 'create', '--vm', name, '--json'], true)) as {
+      snapshotId: string;
+      workflowId: string;
+    };
+    state.workflowIds.push(snap.workflowId);
+    await cli(['chain', '--vm', name]);
+    const removed = JSON.parse(
+      await cli(
+        ['snapshot', 'remove', '--vm', name, '--snapshot', snap.snapshotId, '--wait', '--json'],
+        true,
+      ),
+    ) as { workflowId: string; status: string; removedVolumeIds: string[] };
+    state.workflowIds.push(removed.workflowId);
+    const merge = await cli(['chain', '--vm', name, '--json'], true);
+    const left = (JSON.parse(merge) as { disks: Array<{ volumes: unknown[] }> }).disks[0]?.volumes.length;
+    if (removed.status !== 'COMPLETED' || left !== 1)
+      throw new OperationFailed(
+        `the removal on host ${other.id} ended ${removed.status} with ${left} volume(s)`,
+      );
+    ok(
+      `merged on host ${other.id}'s agent; ${removed.removedVolumeIds.join(', ')} deleted by the storage role on ${storage.id}`,
+    );
+  } finally {
+    await cli(['vm', 'delete', '--host', other.id, name]).catch((err: unknown) =>
+      say(
+        `  cleanup failed (${String(err)}); remove it with: npx livemerge vm delete --host ${other.id} ${name}`,
+      ),
+    );
   }
 }
 
