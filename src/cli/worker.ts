@@ -40,7 +40,7 @@ export function registerWorker(program: Command): void {
       const config = loadConfig({ ...process.env, LIVEMERGE_HOST_ID: opts.hostId });
       const connection = await connectWorker(config);
       const libvirt = libvirtProvider(config.libvirtUri);
-      const domainXmls = fleetDomainXmls({ hostId: opts.hostId, libvirt }, config.hostUris);
+      const domainXmls = fleetDomainXmls({ hostId: opts.hostId, libvirt }, config.hostUris, config.hosts);
       const workers = await createHostWorkers({
         connection,
         namespace: config.temporalNamespace,

@@ -21,12 +21,16 @@ export function domainLabel(d: Pick<DomainXmls, 'name' | 'host'>): string {
 
 /**
  * Every domain's live (when running) and persistent XML. A domain undefined while the scan runs is
- * skipped: it no longer references anything.
+ * skipped (on this host it no longer references anything) and its UUID added to `vanished`: across hosts
+ * it may have moved to another host whose list was read before it arrived.
  */
-export async function readDomainXmls(conn: {
-  listDomains(): Promise<Array<{ name: string; uuid: string }>>;
-  lookupByUuid(uuid: string): Promise<Domain>;
-}): Promise<DomainXmls[]> {
+export async function readDomainXmls(
+  conn: {
+    listDomains(): Promise<Array<{ name: string; uuid: string }>>;
+    lookupByUuid(uuid: string): Promise<Domain>;
+  },
+  vanished: string[] = [],
+): Promise<DomainXmls[]> {
   const out: DomainXmls[] = [];
   for (const d of await conn.listDomains()) {
     try {
@@ -44,6 +48,7 @@ export async function readDomainXmls(conn: {
       }
     } catch (err) {
       if (!isNoDomainError(err)) throw err;
+      vanished.push(d.uuid);
     }
   }
   return out;

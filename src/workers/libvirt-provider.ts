@@ -29,6 +29,22 @@ export function libvirtProvider(uri: string, opts: { events?: boolean } = {}): L
   });
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export interface FleetDomains {
+  (): Promise<DomainXmls[]>;
+  close(): Promise<void>;
+}
+
+/** How long one host's libvirtd may take to list its domains before it counts as not answering. */
+const HOST_READ_TIMEOUT_MS = 30_000;
+
 /**
  * Every configured host's domains (live and persistent XML), each tagged with its host: what the checks
  * that speak of "any domain on any host" read (deletion guard, shared base, reconcile). This host's own
@@ -36,31 +52,49 @@ export function libvirtProvider(uri: string, opts: { events?: boolean } = {}): L
  * (no events). A host whose libvirtd does not answer fails the whole read, naming it: the checks built on
  * it then refuse, retryably (fail closed), until it answers.
  */
-export interface FleetDomains {
-  (): Promise<DomainXmls[]>;
-  close(): Promise<void>;
-}
-
 export function fleetDomainXmls(
   own: { hostId: string; libvirt: () => Promise<LibvirtConnection> },
   hostUris: Record<string, string>,
+  /** Every configured host (LIVEMERGE_HOSTS): one without a URI makes every read refuse. */
+  hosts: readonly string[] = [],
 ): FleetDomains {
   const others = Object.entries(hostUris)
     .filter(([id]) => id !== own.hostId)
     .map(([hostId, uri]) => ({ hostId, uri, libvirt: libvirtProvider(uri, { events: false }) }));
-  const hosts = [{ hostId: own.hostId, uri: 'this host', libvirt: own.libvirt }, ...others];
+  const all = [{ hostId: own.hostId, uri: 'this host', libvirt: own.libvirt }, ...others];
+  const unreadable = hosts.filter((h) => h !== own.hostId && hostUris[h] === undefined);
   const read = async (): Promise<DomainXmls[]> => {
+    if (unreadable.length > 0)
+      throw new Error(
+        `host(s) ${unreadable.join(', ')} are configured (LIVEMERGE_HOSTS) without a libvirt URI ` +
+          `(LIVEMERGE_HOST_URIS): their domains cannot be read`,
+      );
+    const vanished: Array<{ uuid: string; host: string }> = [];
     const perHost = await Promise.all(
-      hosts.map(async (h) => {
+      all.map(async (h) => {
+        const gone: string[] = [];
         try {
-          return (await readDomainXmls(await h.libvirt())).map((d) => ({ ...d, host: h.hostId }));
+          const xmls = await withTimeout(
+            (async () => readDomainXmls(await h.libvirt(), gone))(),
+            HOST_READ_TIMEOUT_MS,
+          );
+          vanished.push(...gone.map((uuid) => ({ uuid, host: h.hostId })));
+          return xmls.map((d) => ({ ...d, host: h.hostId }));
         } catch (err) {
           const why = err instanceof Error ? err.message : String(err);
           throw new Error(`host ${h.hostId} (${h.uri}) did not answer: ${why}`, { cause: err });
         }
       }),
     );
-    return perHost.flat();
+    const found = perHost.flat();
+    // A domain that left one host while the hosts were read may be on none of the lists (a migration).
+    const lost = vanished.filter((v) => !found.some((d) => d.uuid === v.uuid));
+    if (lost.length > 0)
+      throw new Error(
+        `domain(s) ${lost.map((v) => `${v.uuid} (left host ${v.host})`).join(', ')} vanished while the ` +
+          `hosts were read (a migration?): read again`,
+      );
+    return found;
   };
   return Object.assign(read, {
     close: async () => {

@@ -17,6 +17,7 @@ import { expect } from 'vitest';
 import { AuditLog } from '../../src/audit/audit-log';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
+import { HOLD_NAMESPACE } from '../../src/activities/host/vm-hold';
 import type { Domain } from '../../src/libvirt';
 import { hmpQemuIo } from '../../src/libvirt';
 import type { MergeDiskInput } from '../../src/schemas/inputs';
@@ -504,6 +505,10 @@ async function assertCompleted(
     expect(e.at, `deletion of ${e.volumeId} after step 6 passed`).toBeGreaterThanOrEqual(verified!);
   }
   for (const v of removed) expect(await exists(sc.sd.volumePath(sc.imageId, v))).toBe(false);
+  // No hold is left behind (vm-hold.ts): not by an attempt that died, nor by the one that finished.
+  await withDom(ctx, sc.vmId, async (d) => {
+    if (await d.isActive()) expect(await d.liveMetadata(HOLD_NAMESPACE)).toBeNull();
+  });
   // Audit: this run started and completed, once each.
   const runId = (await handle.describe()).runId;
   expect((await auditOf(ctx, sc.vmId, runId)).map((e) => e.outcome)).toEqual(['started', 'completed']);

@@ -96,7 +96,11 @@ export function useStack(opts: StackOptions = {}): Promise<Stack> {
     // Every agent reads every host's domains as `worker host` does from LIVEMERGE_HOST_URIS.
     const hostUris = Object.fromEntries(hosts.map((h) => [h.hostId, h.uri]));
     const fleetOf = (h: StackHost) => {
-      const fleet = fleetDomainXmls({ hostId: h.hostId, libvirt: () => Promise.resolve(h.conn) }, hostUris);
+      const fleet = fleetDomainXmls(
+        { hostId: h.hostId, libvirt: () => Promise.resolve(h.conn) },
+        hostUris,
+        Object.keys(hostUris),
+      );
       atFileEnd(() => fleet.close());
       return fleet;
     };

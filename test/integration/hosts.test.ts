@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
+import { HOLD_NAMESPACE } from '../../src/activities/host/vm-hold';
 import { hostTaskQueue } from '../../src/common/task-queues';
 import { simHostPid, startSimHost } from '../../src/devstack/sim-host';
 import { deleteVolumeGuarded } from '../../src/guard/deletion-guard';
@@ -122,8 +123,9 @@ describe('several hosts', () => {
     expect(
       await sameContent({ path: before, format: 'raw' }, { path: chain[0]!.path, format: 'qcow2' }),
     ).toBe(true);
-    // A does not know the VM at all.
+    // A does not know the VM at all; B's unit left no hold.
     expect(await s.conn.findByName(vm.name)).toBeNull();
+    expect(await vm.domain.liveMetadata(HOLD_NAMESPACE)).toBeNull();
   });
 
   it("refuses on A to delete a volume that only host B's persistent definition names", async () => {
@@ -222,12 +224,14 @@ describe('several hosts', () => {
     try {
       await writeThroughGuest(vm.domain, 0, { byte: 0x51, offset: 0, length: MiB });
       const snap = await createSnapshot(s, vm.uuid);
-      const handle = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: snap.snapshotId });
       holds.hold('startJob');
       holds.hold('pivot');
+      holds.hold('verifyMerged');
+      const handle = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: snap.snapshotId });
       try {
         // Before the job starts, libvirt has nothing to refuse for: the hold (and the hook) refuse.
         await holds.waitHeld('startJob');
+        expect(await vm.domain.liveMetadata(HOLD_NAMESPACE)).toContain('merge-disk:');
         expect(await migrateRefusal(vm.name, s.conn.uri, b.uri)).toMatch(
           /livemerge: VM .* is held by a running merge \(workflow merge-disk:/,
         );
@@ -235,13 +239,17 @@ describe('several hosts', () => {
         // At READY the active block job is libvirt's own reason.
         await holds.waitHeld('pivot');
         expect(await migrateRefusal(vm.name, s.conn.uri, b.uri)).toMatch(/active block job/);
+        holds.release('pivot');
+        // After the pivot, before the result is verified: no job any more, the hold again.
+        await holds.waitHeld('verifyMerged');
+        expect(await migrateRefusal(vm.name, s.conn.uri, b.uri)).toMatch(/livemerge: VM .* is held/);
         expect(await s.conn.findByName(vm.name)).not.toBeNull();
       } finally {
         holds.releaseAll();
       }
       await handle.result();
       // The unit released its hold: the same migration now goes through.
-      expect(await vm.domain.liveMetadata('https://livemerge.dev/xmlns/hold/1')).toBeNull();
+      expect(await vm.domain.liveMetadata(HOLD_NAMESPACE)).toBeNull();
       await migrate(vm.name, s.conn.uri, b.uri);
       expect(await s.conn.findByName(vm.name)).toBeNull();
     } finally {

@@ -1,7 +1,7 @@
 // The host finishes what it started (DESIGN.md): steps 3-6 of a live merge as one heartbeating activity
 // on the VM's host, so that with the engine down the job still completes, pivots and leaves the live
 // chain (vdsm's live merge job works the same way). Only recording and deleting wait for the engine.
-import { CancelledFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { HostStageReport } from '../../common/host-stage';
 import { HOST_STAGE_SIGNAL } from '../../common/host-stage';
 import { noBreakpoint } from '../breakpoints';
@@ -42,6 +42,9 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
     const hold: HoldRef | null = wf
       ? { workflowId: wf.workflowId, activityId: ctx.info.activityId, attempt }
       : null;
+    // The hold ends with the unit: on success, a non-retryable failure or a cancellation. A retryable
+    // failure keeps it (the next attempt takes it over), so the VM cannot migrate between attempts.
+    let terminal = false;
     try {
       if (hold) await withVm(conn, input.vmId, (dom) => holdVm(dom, hold));
       await breakpoint('startJob');
@@ -84,37 +87,58 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
       report({ stage: 'verifying', cur: end, end, attempt });
       await breakpoint('verifyMerged', { cancellable: false });
       await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
+      terminal = true;
+      if (hold) await release(conn, input.vmId, hold);
       return { start, pivot, cur: end, end, attempt };
     } catch (err) {
       if (!pivotCalled && ctx.cancellationDetails?.cancelRequested) {
         const aborted = await withVm(conn, input.vmId, (dom) => abortDisk(dom, input));
         ctx.log.info('mergeOnHost: cancelled before the pivot', { ...aborted, attempt });
         // The job may have completed on its own meanwhile: then the merge is done and must be finished.
-        if (!aborted.merged) throw new CancelledFailure('merge cancelled before the pivot; job aborted');
+        if (!aborted.merged) {
+          terminal = true;
+          throw new CancelledFailure('merge cancelled before the pivot; job aborted');
+        }
         report({ stage: 'verifying', cur: end, end, attempt });
         await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
+        terminal = true;
         return { start: 'already-done', pivot: 'none', cur: end, end, attempt };
       }
+      terminal ||= isTerminal(err);
       throw err;
     } finally {
-      if (hold) await release(conn, input.vmId, hold, ctx);
+      if (hold && terminal) await release(conn, input.vmId, hold).catch(warn(ctx));
       await report.flush();
     }
   };
 }
 
-/** Best effort: a VM that stopped or left has no hold left to release. */
+/** A failure that ends the unit for good: the workflow will not retry it. */
+function isTerminal(err: unknown): boolean {
+  return err instanceof CancelledFailure || (err instanceof ApplicationFailure && err.nonRetryable === true);
+}
+
+/**
+ * Releases this attempt's hold. A VM that stopped or is gone has none left. After a success a release that
+ * fails (libvirtd away) fails the attempt, retryably: the retry finds the merge done and releases then.
+ */
 async function release(
   conn: Awaited<ReturnType<HostActivityDeps['libvirt']>>,
   vmId: string,
   hold: HoldRef,
-  ctx: Context,
 ): Promise<void> {
   try {
     await withVm(conn, vmId, (dom) => releaseVm(dom, hold));
   } catch (err) {
-    ctx.log.warn('mergeOnHost: hold not released', { vmId, error: String(err) });
+    if (err instanceof ApplicationFailure && err.type === 'VmNotFound') return;
+    throw err;
   }
+}
+
+function warn(ctx: Context): (err: unknown) => void {
+  return (err) => {
+    ctx.log.warn('mergeOnHost: hold not released', { error: String(err) });
+  };
 }
 
 type Reporter = ((r: HostStageReport) => void) & { flush(): Promise<void> };

@@ -2,13 +2,14 @@
 // domain with an active block job; the steps of the host unit around the job (before the job starts,
 // between READY and the pivot's return, the verification) are covered by a hold: an element of our own
 // namespace in the running domain's metadata, which the libvirt qemu hook that set-up installs
-// (scripts/libvirt-hooks/qemu) finds in the incoming definition on the destination host and refuses
+// (scripts/libvirt-hooks/livemerge, installed as /etc/libvirt/hooks/qemu.d/livemerge) finds in the incoming definition on the destination host and refuses
 // ("migrate begin" exits 1 with the holders' workflow ids). The hold lives with the running domain (and
 // its status XML across libvirtd restarts), so it ends with the VM, never on disk.
 //
 // Holders are attempt-scoped (`workflowId/activityId#attempt`): an attempt removes only its own entry, so
 // a late release by an attempt the server gave up on cannot free a hold its successor took; a new attempt
-// drops the entries of the attempts it supersedes.
+// drops the entries of the attempts it supersedes (and a late hold of a superseded attempt adds nothing).
+// An attempt that fails retryably keeps its entry: the VM stays held until the next attempt takes over.
 import { XMLParser } from 'fast-xml-parser';
 import { escapeXml } from '../../common/xml';
 import type { Domain } from '../../libvirt/domain';
@@ -77,24 +78,35 @@ export interface HoldRef {
 }
 
 const holderOf = (r: HoldRef): string => `${r.workflowId}/${r.activityId}#${r.attempt}`;
-const sameActivity = (h: Holder, r: HoldRef): boolean =>
-  h.holder.startsWith(`${r.workflowId}/${r.activityId}#`);
+
+/** The attempt number of an entry of the same activity as `r`, or null for any other entry. */
+function attemptOf(h: Holder, r: HoldRef): number | null {
+  const prefix = `${r.workflowId}/${r.activityId}#`;
+  if (!h.holder.startsWith(prefix)) return null;
+  const n = Number(h.holder.slice(prefix.length));
+  return Number.isInteger(n) ? n : null;
+}
 
 /**
- * Idempotent: an entry of this attempt is kept as it is; entries of this activity's earlier attempts go.
- * A domain that does not run cannot migrate live: nothing to hold.
+ * The holders with `ref` holding: entries of this activity's earlier attempts go (they are superseded); an
+ * entry of a later attempt means this one is superseded itself and changes nothing.
+ */
+export function withHold(hs: Holder[], ref: HoldRef, since: string): Holder[] {
+  const attempts = hs.map((h) => attemptOf(h, ref));
+  if (attempts.some((a) => a !== null && a >= ref.attempt)) return hs;
+  return [
+    ...hs.filter((_, i) => attempts[i] === null),
+    { holder: holderOf(ref), workflowId: ref.workflowId, since },
+  ];
+}
+
+/**
+ * Idempotent (see withHold). A domain that does not run cannot migrate live: nothing to hold.
  */
 export async function holdVm(dom: Domain, ref: HoldRef): Promise<void> {
   if (!(await dom.isActive())) return;
-  const holder = holderOf(ref);
-  await update(dom, (hs) =>
-    hs.some((h) => h.holder === holder)
-      ? hs
-      : [
-          ...hs.filter((h) => !sameActivity(h, ref)),
-          { holder, workflowId: ref.workflowId, since: new Date().toISOString() },
-        ],
-  );
+  const since = new Date().toISOString();
+  await update(dom, (hs) => withHold(hs, ref, since));
 }
 
 /** Idempotent: removes this attempt's entry. */

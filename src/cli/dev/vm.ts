@@ -302,7 +302,9 @@ async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): P
       ...Object.fromEntries(stackHosts(config).map((h) => [h.id, h.uri])),
       [config.hostId]: config.libvirtUri,
     };
-    const fleet = fleetDomainXmls({ hostId: config.hostId, libvirt: () => Promise.resolve(conn) }, uris);
+    const fleet = fleetDomainXmls({ hostId: config.hostId, libvirt: () => Promise.resolve(conn) }, uris, [
+      ...config.hosts,
+    ]);
     const [other] = await findPathUsers(files, fleet, { except: vmId }).finally(() => fleet.close());
     if (other)
       throw new UsageError(
