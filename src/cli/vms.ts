@@ -78,6 +78,9 @@ export async function viewVm(config: Config, ref: string): Promise<VmView> {
         taskQueue: ENGINE_TASK_QUEUE,
         workflowId: `find-vm:${ref}:${randomUUID()}`,
         args: [{ vm: ref }],
+        // With no engine to run it, the lookup ends instead of waiting for ever (it may wait for silent
+        // hosts twice: to resolve the name, then to locate the VM).
+        workflowExecutionTimeout: `${2 * config.locateTimeoutSeconds + 60}s`,
       });
     } catch (err) {
       if (failureTypeOf(err) === 'VmNotFound') throw new UsageError(failureMessageOf(err));

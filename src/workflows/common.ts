@@ -19,47 +19,70 @@ const isRunning = (a: LocateVmResult): boolean => a.found && (a.state === 'runni
  */
 export async function locateHost(vmId: string, hostId?: string): Promise<LocateVmResult> {
   const hosts = hostId ? [hostId] : await engine.configuredHosts();
-  const answers: LocateVmResult[] = [];
-  let pending = hosts;
-  let timeoutMs: number | undefined;
-  const since = Date.now();
-  for (let delay = 1000; ; delay = Math.min(2 * delay, LOCATE_RETRY_MAX_MS)) {
-    const round = await probeHosts(vmId, pending);
-    answers.push(...round.answers);
-    const running = answers.find(isRunning);
-    if (running) return running;
-    if (round.silent.length === 0 || !patched(LOCATE_WAITS_PATCH)) break;
-    timeoutMs ??= (await engine.locatePolicy()).timeoutSeconds * 1000;
-    if (Date.now() - since >= timeoutMs)
-      fail(
-        'HostUnreachable',
-        `VM ${vmId}: host(s) ${round.silent.join(', ')} did not answer within ${timeoutMs / 1000} s ` +
-          `(the others: ${answers.map((a) => `${a.hostId} ${a.found ? a.state : 'does not have it'}`).join(', ') || 'none'})`,
-        { silent: round.silent, answers },
-      );
-    await sleep(delay);
-    pending = round.silent;
-  }
+  const answers = await askHosts(
+    hosts,
+    (h) => probeHost(h).locateVm({ vmId }),
+    (as) => as.some(isRunning),
+    {
+      what: `VM ${vmId}`,
+      describe: (a) => `${a.hostId} ${a.found ? a.state : 'does not have it'}`,
+    },
+  );
+  const running = answers.find(isRunning);
+  if (running) return running;
   const found = answers.filter((a) => a.found);
   if (found.length === 0)
     fail('VmNotFound', `VM ${vmId} is not defined on any of the hosts ${hosts.join(', ')}`);
   return found[0]!;
 }
 
-/** Asks each host once, in parallel; returns early when one runs the VM. */
-async function probeHosts(
-  vmId: string,
+/**
+ * Asks every host, in parallel, until `enough` of the answers are in or every host answered. A host that
+ * does not answer (agent down, libvirtd down) is not "absent": the silent ones are asked again (1 s doubling
+ * to 10 s) until they answer; after the engine's locate timeout it fails HostUnreachable.
+ */
+export async function askHosts<A>(
   hosts: string[],
-): Promise<{ answers: LocateVmResult[]; silent: string[] }> {
-  const answers: LocateVmResult[] = [];
+  ask: (hostId: string) => Promise<A>,
+  enough: (answers: A[]) => boolean,
+  report: { what: string; describe: (a: A) => string },
+): Promise<A[]> {
+  const answers: A[] = [];
+  let pending = hosts;
+  let timeoutMs: number | undefined;
+  const since = Date.now();
+  for (let delay = 1000; ; delay = Math.min(2 * delay, LOCATE_RETRY_MAX_MS)) {
+    const round = await askOnce(pending, ask, (more) => enough([...answers, ...more]));
+    answers.push(...round.answers);
+    if (enough(answers)) return answers;
+    if (round.silent.length === 0 || !patched(LOCATE_WAITS_PATCH)) return answers;
+    timeoutMs ??= (await engine.locatePolicy()).timeoutSeconds * 1000;
+    if (Date.now() - since >= timeoutMs)
+      fail(
+        'HostUnreachable',
+        `${report.what}: host(s) ${round.silent.join(', ')} did not answer within ${timeoutMs / 1000} s ` +
+          `(the others: ${answers.map(report.describe).join(', ') || 'none'})`,
+        { silent: round.silent, answers },
+      );
+    await sleep(delay);
+    pending = round.silent;
+  }
+}
+
+/** Asks each host once, in parallel; returns early when the answers so far are enough. */
+async function askOnce<A>(
+  hosts: string[],
+  ask: (hostId: string) => Promise<A>,
+  enough: (answers: A[]) => boolean,
+): Promise<{ answers: A[]; silent: string[] }> {
+  const answers: A[] = [];
   const silent: string[] = [];
   await new Promise<void>((resolve) => {
     const settle = () => {
-      if (answers.some(isRunning) || answers.length + silent.length === hosts.length) resolve();
+      if (enough(answers) || answers.length + silent.length === hosts.length) resolve();
     };
     for (const h of hosts)
-      probeHost(h)
-        .locateVm({ vmId })
+      ask(h)
         .then(
           (a) => answers.push(a),
           () => silent.push(h),

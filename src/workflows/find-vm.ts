@@ -3,7 +3,7 @@
 import type { DescribeVmResult } from '../activities/contracts';
 import { isUuid } from '../common/ids';
 import { engine, hostActivities, probeHost } from './activities';
-import { locateHost } from './common';
+import { askHosts, locateHost } from './common';
 import { fail } from './failures';
 
 export interface FindVmInput {
@@ -19,31 +19,28 @@ export async function findVm(input: FindVmInput): Promise<DescribeVmResult> {
 
 /**
  * The UUID of the domain named `name` on any host. Names are unique per host only: a name two hosts define
- * for different domains is ambiguous. Every host must answer before "not found" is said.
+ * for different domains is ambiguous. Every host must answer (silent ones are asked again, as when locating
+ * a VM) before a name is taken as unique or as not found.
  */
 async function uuidOfName(name: string): Promise<string> {
   const hosts = await engine.configuredHosts();
-  const answers = await Promise.all(
-    hosts.map((h) =>
-      probeHost(h)
-        .listVms()
-        .then(
-          (r) => ({ host: h, vms: r.vms }),
-          () => ({ host: h, vms: null }),
-        ),
-    ),
+  const answers = await askHosts(
+    hosts,
+    (h) => probeHost(h).listVms(),
+    () => false,
+    {
+      what: `VM ${JSON.stringify(name)}`,
+      describe: (a) => `${a.hostId} ${a.vms.some((v) => v.name === name) ? 'has it' : 'does not have it'}`,
+    },
   );
   const uuids = new Set<string>();
-  for (const a of answers) for (const v of a.vms ?? []) if (v.name === name) uuids.add(v.uuid);
+  for (const a of answers) for (const v of a.vms) if (v.name === name) uuids.add(v.uuid);
   const [only, ...more] = [...uuids];
   if (only !== undefined && more.length === 0) return only;
   if (only !== undefined)
     fail('InvalidRequest', `VM name ${name} names ${uuids.size} different domains: give its UUID`, {
       uuids: [...uuids],
     });
-  const silent = answers.filter((a) => a.vms === null).map((a) => a.host);
-  if (silent.length > 0)
-    fail('HostUnreachable', `VM ${name}: host(s) ${silent.join(', ')} did not answer`, { silent });
   return fail(
     'VmNotFound',
     `no VM ${JSON.stringify(name)} is defined on any of the hosts ${hosts.join(', ')}`,

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { writeThroughGuest } from '../helpers/data';
+import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createSnapshot, failureTypeOf, removeSnapshot, startRemoveSnapshot } from '../helpers/workflows';
 
@@ -46,5 +47,27 @@ describe('finding the VM among the configured hosts', () => {
     });
     expect(await failureTypeOf(handle.result())).toBe('VmNotFound');
     expect(Date.now() - t0).toBeLessThan(3000);
+  });
+
+  it('a VM name no answering host has, while another host is silent: HostUnreachable (findVm), never VmNotFound', async () => {
+    const s = await useStack({ extraHosts: ['ghost-host'], locateTimeoutSeconds: LOCATE_TIMEOUT_S });
+    const { vm } = await createStackVm(s, { disks: 1, start: false });
+    const find = (ref: string) =>
+      s.client.workflow.start('findVm', {
+        taskQueue: ENGINE_TASK_QUEUE,
+        workflowId: `find-vm:${ref}:${randomUUID()}`,
+        args: [{ vm: ref }],
+      });
+    const missing = await find('lm-no-such-name');
+    expect(await failureTypeOf(missing.result())).toBe('HostUnreachable');
+    const rounds = ((await missing.fetchHistory()).events ?? []).filter(
+      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'listVms',
+    );
+    expect(rounds.length).toBeGreaterThan(2); // the silent host was asked again
+    // A name the answering host has is not unique until the silent host answers either: same refusal.
+    expect(await failureTypeOf((await find(vm.name)).result())).toBe('HostUnreachable');
+    // By UUID: a shut-off definition on the answering host is not taken while the VM may run on the
+    // silent one.
+    expect(await failureTypeOf((await find(vm.uuid)).result())).toBe('HostUnreachable');
   });
 });
