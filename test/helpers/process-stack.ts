@@ -167,13 +167,15 @@ export class ProcessStack {
   private env(part: Part): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST')) env[k] = v;
+    // Every agent is told every host's URI (a host it cannot read would make its checks refuse). By
+    // default both agents' hosts are the one system libvirtd; the engine asks only the VM's host.
     const twoHosts = this.vmHostUri
       ? {
           LIVEMERGE_HOSTS: `${this.hostId},${this.storageHostId}`,
           LIVEMERGE_HOST_URIS: `${this.hostId}=${this.vmHostUri},${this.storageHostId}=qemu:///system`,
           LIBVIRT_DEFAULT_URI: part === 'host' ? this.vmHostUri : 'qemu:///system',
         }
-      : {};
+      : { LIVEMERGE_HOST_URIS: `${this.hostId}=qemu:///system` };
     return {
       ...env,
       TEMPORAL_ADDRESS: this.address,
