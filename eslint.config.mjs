@@ -33,7 +33,7 @@ const layerZones = Object.entries(LAYERS).map(([folder, allowed]) => ({
 }));
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', '.data/**', '.tools/**', 'coverage/**', 'bin/**'] },
+  { ignores: ['node_modules/**', 'dist*/**', '.data/**', '.tools/**', 'coverage/**', 'bin/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

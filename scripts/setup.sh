@@ -59,6 +59,15 @@ else
   changed=1
 fi
 
+# The CLI runs dist/ while it is as new as src/ (bin/dist-fresh.cjs), else the sources through tsx (slower).
+if node bin/dist-fresh.cjs; then
+  step "compiled CLI (dist/)" "present"
+else
+  step "compiled CLI (dist/)" "building (scripts/build.sh)"
+  bash scripts/build.sh
+  changed=1
+fi
+
 if [ -x scripts/build-guest.sh ]; then
   if bash scripts/build-guest.sh --check; then step "guest image" "present"
   else step "guest image" "building"; bash scripts/build-guest.sh; changed=1; fi

@@ -1,11 +1,8 @@
 import type { Command } from 'commander';
 import type { AuditRecord } from '../audit/audit-log';
-import { AuditLog } from '../audit/audit-log';
 import { isUuid } from '../common/ids';
 import { loadConfig } from '../config';
-import { vmRefArg } from './args';
 import { printJson, table } from './output';
-import { viewVm } from './vms';
 
 export interface AuditOutput {
   file: string;
@@ -19,6 +16,9 @@ export function registerAudit(program: Command): void {
     .option('--vm <vm>', 'only events of this VM (name, or UUID also for a deleted VM)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { vm?: string; json?: boolean }) => {
+      const { AuditLog } = await import('../audit/audit-log');
+      const { vmRefArg } = await import('./args');
+      const { viewVm } = await import('./vms');
       const config = loadConfig();
       let vmId: string | undefined;
       if (opts.vm !== undefined) {

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { OperationFailed, info, printJson } from './output';
 import type { Outcome } from './workflows';
-import { describeOrUsage, mapStatus, outcomeOf, withTemporal } from './workflows';
 
 export interface CancelOutput {
   workflowId: string;
@@ -23,6 +22,7 @@ export function registerCancel(program: Command): void {
     .option('--wait', 'wait for the workflow to close and print how it ended')
     .option('--json', 'machine-readable output')
     .action(async (workflowId: string, opts: { wait?: boolean; json?: boolean }) => {
+      const { describeOrUsage, mapStatus, outcomeOf, withTemporal } = await import('./workflows');
       const out = await withTemporal(loadConfig(), async (client): Promise<CancelOutput> => {
         const handle = client.workflow.getHandle(workflowId);
         const status = mapStatus((await describeOrUsage(handle)).status.name);

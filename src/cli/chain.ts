@@ -1,9 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import type { VolumeInfo } from '../schemas/volume';
-import { vmRefArg } from './args';
 import { printJson, table } from './output';
-import { StorageDomains, diskChain, viewVm } from './vms';
 
 export interface ChainOutput {
   disks: Array<{
@@ -21,6 +19,8 @@ export function registerChain(program: Command): void {
     .requiredOption('--vm <vm>', 'VM name or UUID')
     .option('--json', 'machine-readable output')
     .action(async (opts: { vm: string; json?: boolean }) => {
+      const { vmRefArg } = await import('./args');
+      const { StorageDomains, diskChain, viewVm } = await import('./vms');
       vmRefArg(opts.vm);
       const config = loadConfig();
       const vm = await viewVm(config, opts.vm);

@@ -1,15 +1,11 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
-import { MergeDiskInput } from '../schemas/inputs';
-import { bandwidthArg, directionArg, uuidArg, validInput, vmRefArg } from './args';
+import type { MergeDiskInput } from '../schemas/inputs';
 import { UsageError } from './output';
-import { runMergeLike } from './run';
-import { StorageDomains, diskChain, viewVm } from './vms';
-import { withTemporal } from './workflows';
 
 /** The same merge is the same disk, volumes, direction and rate (the host is found by the engine). */
-const normaliseMerge = (raw: unknown) => {
-  const r = MergeDiskInput.safeParse(raw);
+const normaliseMerge = (schema: typeof MergeDiskInput) => (raw: unknown) => {
+  const r = schema.safeParse(raw);
   return r.success ? { ...r.data, hostId: undefined } : raw;
 };
 
@@ -36,6 +32,11 @@ export function registerMerge(program: Command): void {
         wait?: boolean;
         json?: boolean;
       }) => {
+        const { MergeDiskInput } = await import('../schemas/inputs');
+        const { bandwidthArg, directionArg, uuidArg, validInput, vmRefArg } = await import('./args');
+        const { runMergeLike } = await import('./run');
+        const { StorageDomains, diskChain, viewVm } = await import('./vms');
+        const { withTemporal } = await import('./workflows');
         vmRefArg(opts.vm);
         const imageId = uuidArg('--image', opts.image);
         const baseVolumeId = uuidArg('--base', opts.base);
@@ -75,7 +76,7 @@ export function registerMerge(program: Command): void {
             workflowType: 'mergeDisk',
             workflowId,
             input,
-            normalise: normaliseMerge,
+            normalise: normaliseMerge(MergeDiskInput),
             what: `a merge of disk ${disk.target} of VM ${vm.name}`,
             wait: opts.wait === true,
             json: opts.json === true,

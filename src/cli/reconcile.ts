@@ -1,11 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
-import { ReconcileInput } from '../schemas/inputs';
 import type { ReconcileResult } from '../workflows/reconcile';
-import { uuidArg, validInput } from './args';
 import { OperationFailed, UsageError, printJson } from './output';
-import { listStorageDomains } from './vms';
-import { announce, outcomeOf, withTemporal } from './workflows';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
 
 export function registerReconcile(program: Command): void {
@@ -18,6 +14,10 @@ export function registerReconcile(program: Command): void {
     .requiredOption('--storage-domain <uuid>', 'storage domain id')
     .option('--json', 'machine-readable output')
     .action(async (opts: { storageDomain: string; json?: boolean }) => {
+      const { ReconcileInput } = await import('../schemas/inputs');
+      const { uuidArg, validInput } = await import('./args');
+      const { listStorageDomains } = await import('./vms');
+      const { announce, outcomeOf, withTemporal } = await import('./workflows');
       const storageDomainId = uuidArg('--storage-domain', opts.storageDomain);
       const input = validInput(ReconcileInput, { storageDomainId });
       const config = loadConfig();

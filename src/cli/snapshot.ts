@@ -2,14 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { loadConfig } from '../config';
-import { CreateSnapshotInput, RemoveSnapshotInput } from '../schemas/inputs';
+import type { CreateSnapshotInput, RemoveSnapshotInput } from '../schemas/inputs';
 import type { CreateSnapshotResult } from '../workflows/create-snapshot';
-import { bandwidthArg, directionArg, uuidArg, validInput, vmRefArg } from './args';
 import { OperationFailed, UsageError, printJson, table } from './output';
-import { runMergeLike } from './run';
-import type { VmView } from './vms';
-import { StorageDomains, diskChain, viewVm } from './vms';
-import { announce, outcomeOf, startOrAttach, withTemporal } from './workflows';
+import type { StorageDomains, VmView } from './vms';
 
 export interface SnapshotCreateOutput {
   workflowId: string;
@@ -27,14 +23,14 @@ export interface SnapshotListOutput {
 }
 
 /** Ignores what a caller may leave out or the workflow adds: the same request is the same snapshot. */
-const normaliseCreate = (raw: unknown) => {
-  const r = CreateSnapshotInput.safeParse(raw);
+const normaliseCreate = (schema: typeof CreateSnapshotInput) => (raw: unknown) => {
+  const r = schema.safeParse(raw);
   return r.success
     ? { vmId: r.data.vmId, snapshotId: r.data.snapshotId, description: r.data.description }
     : raw;
 };
-const normaliseRemove = (raw: unknown) => {
-  const r = RemoveSnapshotInput.safeParse(raw);
+const normaliseRemove = (schema: typeof RemoveSnapshotInput) => (raw: unknown) => {
+  const r = schema.safeParse(raw);
   return r.success ? { ...r.data, hostId: undefined } : raw;
 };
 
@@ -49,6 +45,10 @@ export function registerSnapshot(program: Command): void {
     .option('--description <text>', 'description')
     .option('--json', 'machine-readable output')
     .action(async (opts: { vm: string; id?: string; description?: string; json?: boolean }) => {
+      const { CreateSnapshotInput } = await import('../schemas/inputs');
+      const { uuidArg, validInput, vmRefArg } = await import('./args');
+      const { StorageDomains, viewVm } = await import('./vms');
+      const { announce, outcomeOf, startOrAttach, withTemporal } = await import('./workflows');
       vmRefArg(opts.vm);
       const snapshotId = opts.id === undefined ? randomUUID() : uuidArg('--id', opts.id);
       const config = loadConfig();
@@ -70,7 +70,7 @@ export function registerSnapshot(program: Command): void {
           workflowType: 'createSnapshot',
           workflowId,
           input,
-          normalise: normaliseCreate,
+          normalise: normaliseCreate(CreateSnapshotInput),
           what: `snapshot ${snapshotId}`,
         });
         announce(config, opts.json, workflowId, attached ? 'already running: attached' : 'started');
@@ -111,6 +111,8 @@ export function registerSnapshot(program: Command): void {
     .requiredOption('--vm <vm>', 'VM name or UUID')
     .option('--json', 'machine-readable output')
     .action(async (opts: { vm: string; json?: boolean }) => {
+      const { vmRefArg } = await import('./args');
+      const { StorageDomains, viewVm } = await import('./vms');
       vmRefArg(opts.vm);
       const config = loadConfig();
       const vm = await viewVm(config, opts.vm);
@@ -142,6 +144,11 @@ export function registerSnapshot(program: Command): void {
         wait?: boolean;
         json?: boolean;
       }) => {
+        const { RemoveSnapshotInput } = await import('../schemas/inputs');
+        const { bandwidthArg, directionArg, uuidArg, validInput, vmRefArg } = await import('./args');
+        const { runMergeLike } = await import('./run');
+        const { StorageDomains, viewVm } = await import('./vms');
+        const { withTemporal } = await import('./workflows');
         vmRefArg(opts.vm);
         const snapshotId = uuidArg('--snapshot', opts.snapshot);
         const direction = directionArg(opts.direction);
@@ -164,7 +171,7 @@ export function registerSnapshot(program: Command): void {
             workflowType: 'removeSnapshot',
             workflowId,
             input,
-            normalise: normaliseRemove,
+            normalise: normaliseRemove(RemoveSnapshotInput),
             what: `removal of snapshot ${snapshotId}`,
             wait: opts.wait === true,
             json: opts.json === true,
@@ -176,6 +183,7 @@ export function registerSnapshot(program: Command): void {
 
 /** Snapshots in chain order (oldest first), each with its volume on every disk that has one. */
 export async function listSnapshots(storageDomains: StorageDomains, vm: VmView): Promise<SnapshotListOutput> {
+  const { diskChain } = await import('./vms');
   const order: string[] = [];
   const byId = new Map<string, SnapshotListOutput['snapshots'][number]>();
   for (const disk of vm.disks) {

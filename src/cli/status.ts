@@ -1,10 +1,7 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../config';
 import { printJson } from './output';
-import { ProgressView, RateMeter, follow, observe, renderLines } from './progress-view';
 import type { AnyProgress, CliStatus } from './workflows';
-import { failureTypeOf, withTemporal } from './workflows';
-import { WorkflowFailedError } from '@temporalio/client';
 
 export interface StatusOutput {
   workflowId: string;
@@ -25,6 +22,9 @@ export function registerStatus(program: Command): void {
     .option('--follow', 'refresh until the workflow closes')
     .option('--json', 'machine-readable output (with --follow: once, when it has closed)')
     .action(async (workflowId: string, opts: { follow?: boolean; json?: boolean }) => {
+      const { ProgressView, RateMeter, follow, observe, renderLines } = await import('./progress-view');
+      const { failureTypeOf, withTemporal } = await import('./workflows');
+      const { WorkflowFailedError } = await import('@temporalio/client');
       const config = loadConfig();
       const out = await withTemporal(config, async (client) => {
         const handle = client.workflow.getHandle(workflowId);

@@ -1,13 +1,6 @@
 import type { Command } from 'commander';
 import { isHostId } from '../common/ids';
 import { loadConfig } from '../config';
-import { connectWorker } from '../workers/connection';
-import { createEngineWorker } from '../workers/engine';
-import { createHostWorkers } from '../workers/host';
-import { runUntilShutdown } from '../workers/run';
-import { fleetDomainXmls, libvirtProvider } from '../workers/libvirt-provider';
-import { createEngineActivities } from '../activities/engine';
-import { AuditLog } from '../audit/audit-log';
 import { UsageError } from './output';
 
 export function registerWorker(program: Command): void {
@@ -16,6 +9,11 @@ export function registerWorker(program: Command): void {
     .command('engine')
     .description('the workflow worker on livemerge-engine')
     .action(async () => {
+      const { connectWorker } = await import('../workers/connection');
+      const { createEngineWorker } = await import('../workers/engine');
+      const { runUntilShutdown } = await import('../workers/run');
+      const { createEngineActivities } = await import('../activities/engine');
+      const { AuditLog } = await import('../audit/audit-log');
       const config = loadConfig();
       const connection = await connectWorker(config);
       const w = await createEngineWorker({
@@ -37,6 +35,10 @@ export function registerWorker(program: Command): void {
     .option('--storage', 'also take the storage role')
     .action(async (opts: { hostId: string; storage?: boolean }) => {
       if (!isHostId(opts.hostId)) throw new UsageError(`invalid --host-id ${JSON.stringify(opts.hostId)}`);
+      const { connectWorker } = await import('../workers/connection');
+      const { createHostWorkers } = await import('../workers/host');
+      const { runUntilShutdown } = await import('../workers/run');
+      const { fleetDomainXmls, libvirtProvider } = await import('../workers/libvirt-provider');
       const config = loadConfig({ ...process.env, LIVEMERGE_HOST_ID: opts.hostId });
       const connection = await connectWorker(config);
       const libvirt = libvirtProvider(config.libvirtUri);

@@ -10,20 +10,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
-import { Client, Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../common/task-queues';
 import type { Config } from '../../config';
 import { REPO_ROOT, loadConfig } from '../../config';
-import { pollerCount } from '../../devstack/health';
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import type { Domain, LibvirtConnection } from '../../libvirt';
-import { hmpQemuIo } from '../../libvirt';
 import type { VolumeInfo } from '../../schemas/volume';
-import { bandwidthArg } from '../args';
 import { OperationFailed, formatBytes, workflowUiLink } from '../output';
 import type { AnyProgress } from '../workflows';
-import { StorageDomains, describeDomain, diskChain, listStorageDomains, withLibvirt } from '../vms';
-import { StorageDomain } from '../../storage/storage-domain';
 import { diskQdevId } from './vm-xml';
 import { readDevHosts } from '../../devstack/hosts';
 
@@ -67,6 +62,7 @@ export function registerDemo(program: Command): void {
     .option('--keep', 'keep the demo VM and its images (also KEEP=1)')
     .option('--bandwidth <bytes/s>', 'merge rate limit, so that the progress bars are visible', '512k')
     .action(async (opts: { keep?: boolean; bandwidth: string }) => {
+      const { bandwidthArg } = await import('../args');
       const bandwidth = bandwidthArg(opts.bandwidth)!;
       await runDemo(loadConfig(), { keep: opts.keep === true || process.env.KEEP === '1', bandwidth });
     });
@@ -121,6 +117,7 @@ function picture(disk: number): string {
 }
 
 async function guestWrite(dom: Domain, disk: number, layer: Layer): Promise<void> {
+  const { hmpQemuIo } = await import('../../libvirt');
   const b = byteOf(layer.letter, disk);
   for (const [a, e] of layer.ranges)
     await hmpQemuIo(dom, diskQdevId(disk), `write -P ${hex(b)} ${a}M ${e - a}M`);
@@ -170,6 +167,8 @@ interface DemoState {
 }
 
 export async function runDemo(config: Config, opts: { keep: boolean; bandwidth: number }): Promise<void> {
+  const { Client, Connection } = await import('@temporalio/client');
+  const { withLibvirt } = await import('../vms');
   const t0 = Date.now();
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-demo-'));
   const state: DemoState = { name: `lm-demo-${randomBytes(3).toString('hex')}`, workflowIds: [] };
@@ -211,6 +210,8 @@ async function demoSteps(
   tmp: string,
   bandwidth: number,
 ): Promise<void> {
+  const { pollerCount } = await import('../../devstack/health');
+  const { StorageDomains, describeDomain, diskChain } = await import('../vms');
   section('The stack');
   for (const [queue, kind] of [
     [ENGINE_TASK_QUEUE, 'workflow'],
@@ -465,6 +466,8 @@ async function otherHost(config: Config, sd: string, state: DemoState): Promise<
  * a domain that other work on this machine uses. Created on the first run.
  */
 async function demoStorageDomain(config: Config): Promise<string> {
+  const { StorageDomain } = await import('../../storage/storage-domain');
+  const { listStorageDomains } = await import('../vms');
   const file = path.join(config.dataDir, 'demo-storage-domain');
   const saved = (await fs.readFile(file, 'utf8').catch(() => '')).trim();
   if (saved && (await listStorageDomains(config.storageRoot)).includes(saved)) return saved;

@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfig } from '../../config';
 import { MAX_DEV_HOSTS, planDevHosts } from '../../devstack/hosts';
-import { DevStackConflict, devDown, devStatus, devUp, stackHosts } from '../../devstack/stack';
-import { intArg } from '../args';
 import { UsageError, printJson } from '../output';
 
 export function registerDev(program: Command): void {
@@ -20,6 +18,8 @@ export function registerDev(program: Command): void {
     )
     .option('--storage-host <id>', 'the host whose agent holds the storage role (default: the first)')
     .action(async (opts: { hosts?: string; storageHost?: string }) => {
+      const { DevStackConflict, devUp, stackHosts } = await import('../../devstack/stack');
+      const { intArg } = await import('../args');
       const config = loadConfig();
       const hosts = opts.hosts === undefined ? undefined : intArg('--hosts', opts.hosts, 1, MAX_DEV_HOSTS);
       if (opts.storageHost !== undefined) {
@@ -43,12 +43,14 @@ export function registerDev(program: Command): void {
     .command('down')
     .description('stop exactly what `dev up` started')
     .action(async () => {
+      const { devDown } = await import('../../devstack/stack');
       await devDown(loadConfig(), say);
     });
   dev
     .command('status')
     .option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }) => {
+      const { devStatus } = await import('../../devstack/stack');
       const parts = await devStatus(loadConfig());
       if (opts.json) return printJson(parts);
       for (const p of parts)

@@ -2,26 +2,17 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
-import { Client as TemporalClient, Connection } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE } from '../../common/task-queues';
 import type { Config } from '../../config';
 import { loadConfig } from '../../config';
-import { findPathUsers } from '../../guard/path-users';
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import type { Format } from '../../schemas/volume';
 import type { Domain, LibvirtConnection } from '../../libvirt';
-import { DomainUndefineFlags, isNoDomainError } from '../../libvirt';
-import { domainLabel } from '../../libvirt/domain-xmls';
-import { fleetDomainXmls } from '../../workers/libvirt-provider';
 import { volumeRefFromPath } from '../../storage/paths';
-import { StorageDomain } from '../../storage/storage-domain';
+import type { StorageDomain } from '../../storage/storage-domain';
 import type { VolumeInfo } from '../../schemas/volume';
-import { diskSizeArg, intArg, uuidArg, vmNameArg, vmRefArg } from '../args';
 import { OperationFailed, UsageError, formatBytes, info, printJson, table, workflowUiLink } from '../output';
-import { StorageDomains, listStorageDomains, lookupVm, withLibvirt } from '../vms';
 import { diskTarget, testVmXml } from './vm-xml';
-import { stackHosts } from '../../devstack/stack';
-import { withTemporal } from '../workflows';
 
 export interface VmCreateResult {
   vmId: string;
@@ -44,6 +35,7 @@ export function registerVm(program: Command): void {
     .option('--host <id>', 'host id (default LIVEMERGE_HOST_ID)')
     .option('--json', 'machine-readable output')
     .action(async (opts: { host?: string; json?: boolean }) => {
+      const { Client: TemporalClient, Connection } = await import('@temporalio/client');
       const config = loadConfig();
       const hostId = opts.host ?? config.hostId;
       const connection = await Connection.connect({ address: config.temporalAddress });
@@ -88,6 +80,8 @@ export function registerVm(program: Command): void {
         host?: string;
         json?: boolean;
       }) => {
+        const { diskSizeArg, intArg, uuidArg, vmNameArg } = await import('../args');
+        const { withLibvirt } = await import('../vms');
         const name = vmNameArg(opts.name);
         const count = intArg('--disks', opts.disks, 1, 26);
         const capacity = diskSizeArg(opts.size);
@@ -96,7 +90,7 @@ export function registerVm(program: Command): void {
         const format = opts.format;
         const sdArg =
           opts.storageDomain === undefined ? undefined : uuidArg('--storage-domain', opts.storageDomain);
-        const config = onHost(loadConfig(), opts.host);
+        const config = await onHost(loadConfig(), opts.host);
         const result = await withLibvirt(config, async (conn) => {
           const existing = await conn.findByName(name);
           if (existing) {
@@ -130,8 +124,10 @@ export function registerVm(program: Command): void {
     .option('--host <id>', 'the dev stack host the VM is on (default: host 1)')
     .option('--json', 'machine-readable output')
     .action(async (ref: string, opts: { host?: string; json?: boolean }) => {
+      const { vmRefArg } = await import('../args');
+      const { withLibvirt } = await import('../vms');
       vmRefArg(ref);
-      const config = onHost(loadConfig(), opts.host);
+      const config = await onHost(loadConfig(), opts.host);
       const result = await withLibvirt(config, (conn) => deleteVm(conn, config, ref));
       if (opts.json) return printJson(result);
       process.stdout.write(
@@ -142,8 +138,9 @@ export function registerVm(program: Command): void {
 }
 
 /** The config of a dev stack host: its id and libvirt URI as `dev up` recorded them (dev-hosts.json). */
-function onHost(config: Config, hostId: string | undefined): Config {
+async function onHost(config: Config, hostId: string | undefined): Promise<Config> {
   if (hostId === undefined) return config;
+  const { stackHosts } = await import('../../devstack/stack');
   const hosts = stackHosts(config);
   const host = hosts.find((h) => h.id === hostId);
   if (!host)
@@ -158,6 +155,8 @@ async function chooseStorageDomain(
   id: string | undefined,
   json?: boolean,
 ): Promise<StorageDomain> {
+  const { StorageDomain } = await import('../../storage/storage-domain');
+  const { listStorageDomains } = await import('../vms');
   const existing = await listStorageDomains(config.storageRoot);
   if (id !== undefined) {
     if (!existing.includes(id))
@@ -223,6 +222,7 @@ async function createVm(
 }
 
 async function undefineVm(dom: Domain): Promise<void> {
+  const { DomainUndefineFlags, isNoDomainError } = await import('../../libvirt');
   const ignoreGone = (err: unknown) => {
     if (!isNoDomainError(err)) throw err;
   };
@@ -275,6 +275,12 @@ async function domainPaths(
 }
 
 async function deleteVm(conn: LibvirtConnection, config: Config, ref: string): Promise<VmDeleteResult> {
+  const { findPathUsers } = await import('../../guard/path-users');
+  const { domainLabel } = await import('../../libvirt/domain-xmls');
+  const { fleetDomainXmls } = await import('../../workers/libvirt-provider');
+  const { stackHosts } = await import('../../devstack/stack');
+  const { StorageDomains, lookupVm } = await import('../vms');
+  const { withTemporal } = await import('../workflows');
   const dom = await lookupVm(conn, ref);
   try {
     const vmId = dom.uuid;

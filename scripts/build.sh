@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Compiles src/ into dist/ (tsconfig.build.json), so that the CLI starts without transpiling TypeScript.
+# bin/livemerge.cjs runs dist/ only while its stamp (dist/.built, dated when this build started) is at least
+# as new as every file under src/ (bin/dist-fresh.cjs); otherwise it runs the sources through tsx. The new
+# tree is built beside the old one and swapped in, so a CLI starting meanwhile sees one or the other.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s.%N)
+rm -rf dist.new dist.old
+trap 'rm -rf dist.new' EXIT
+node_modules/.bin/tsc -p tsconfig.build.json --outDir dist.new
+touch -d "@$start" dist.new/.built
+if [ -d dist ]; then mv dist dist.old; fi
+mv dist.new dist
+rm -rf dist.old
