@@ -102,7 +102,8 @@ export function isAlive(pid: number, marker?: string): boolean {
   return marker === undefined || cmdline.includes(marker);
 }
 
-function signal(pid: number, sig: NodeJS.Signals): void {
+/** Sends `sig`; a process already gone is not an error. */
+export function signal(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
   } catch {
@@ -110,6 +111,6 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-function delay(ms: number): Promise<void> {
+export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

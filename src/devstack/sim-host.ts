@@ -15,6 +15,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { delay, signal } from './processes';
 
 const exec = promisify(execFile);
 
@@ -363,16 +364,4 @@ function readTrimmed(file: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // already gone
-  }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
