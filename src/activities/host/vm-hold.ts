@@ -1,9 +1,9 @@
 // A VM never migrates while a merge of it runs (DESIGN.md "Hosts"). libvirt itself refuses to migrate a
 // domain with an active block job; the steps of the host unit around the job (before the job starts,
-// between READY and the pivot's return, the verification) are covered by a hold: an element of our own
-// namespace in the running domain's metadata, which the libvirt qemu hook that set-up installs
-// (scripts/libvirt-hooks/livemerge, installed as /etc/libvirt/hooks/qemu.d/livemerge) finds in the incoming definition on the destination host and refuses
-// ("migrate begin" exits 1 with the holders' workflow ids). The hold lives with the running domain (and
+// after the pivot until the result is verified) are covered by a hold: an element of our own
+// namespace in the running domain's metadata, which livemerge's libvirt qemu hook (scripts/libvirt-hooks/
+// livemerge, installed by set-up as /etc/libvirt/hooks/qemu.d/livemerge) finds in the incoming definition on
+// the destination host and refuses ("migrate begin" exits 1 with the holders' workflow ids). The hold lives with the running domain (and
 // its status XML across libvirtd restarts), so it ends with the VM, never on disk.
 //
 // Holders are attempt-scoped (`workflowId/activityId#attempt`): an attempt removes only its own entry, so
