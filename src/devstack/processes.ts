@@ -102,6 +102,18 @@ export function isAlive(pid: number, marker?: string): boolean {
   return marker === undefined || cmdline.includes(marker);
 }
 
+/** The pid in `pidFile` while that process runs and is the daemon `name` (its argv[0] ends with it). */
+export function daemonPid(pidFile: string, name: string): number | undefined {
+  try {
+    const pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return undefined;
+    const argv0 = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0] ?? '';
+    return argv0.endsWith(name) ? pid : undefined;
+  } catch {
+    return undefined; // no pid file, or the process is gone
+  }
+}
+
 /** Sends `sig`; a process already gone is not an error. */
 export function signal(pid: number, sig: NodeJS.Signals): void {
   try {

@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { delay, signal } from './processes';
+import { daemonPid, delay, isAlive, signal } from './processes';
 
 const exec = promisify(execFile);
 
@@ -79,7 +79,7 @@ export function simHostPorts(index: number) {
 
 /** The pid of the sim host's libvirtd when it runs. */
 export function simHostPid(dir: string): number | undefined {
-  return daemonPid(path.resolve(dir), 'libvirtd');
+  return simDaemonPid(path.resolve(dir), 'libvirtd');
 }
 
 export function simHostRunning(dir: string): boolean {
@@ -100,7 +100,7 @@ export async function startSimHost(opts: SimHostOptions): Promise<SimHost> {
   const uuidFile = path.join(dir, 'host-uuid');
   const kept = readTrimmed(uuidFile);
   const hostUuid = opts.hostUuid ?? kept ?? randomUUID();
-  const libvirtd = daemonPid(dir, 'libvirtd');
+  const libvirtd = simDaemonPid(dir, 'libvirtd');
 
   if (libvirtd !== undefined && kept !== undefined && kept !== hostUuid)
     throw new Error(`sim host ${dir} runs with host UUID ${kept}, not ${hostUuid}: stop it first`);
@@ -113,7 +113,7 @@ export async function startSimHost(opts: SimHostOptions): Promise<SimHost> {
 
   if (libvirtd === undefined) {
     const members = namespaceMembers(dir);
-    const virtlogd = daemonPid(dir, 'virtlogd') !== undefined;
+    const virtlogd = simDaemonPid(dir, 'virtlogd') !== undefined;
     const script = writeStartScript(dir);
     const run =
       members.length > 0
@@ -149,7 +149,7 @@ export async function startSimHost(opts: SimHostOptions): Promise<SimHost> {
 export async function stopSimHost(dir: string): Promise<boolean> {
   dir = path.resolve(dir);
   let did = false;
-  const libvirtd = daemonPid(dir, 'libvirtd');
+  const libvirtd = simDaemonPid(dir, 'libvirtd');
   if (libvirtd !== undefined) {
     const uri = simHostUri(dir);
     const names = await virsh(uri, ['list', '--name']).then(
@@ -164,7 +164,7 @@ export async function stopSimHost(dir: string): Promise<boolean> {
     did = true;
   }
   for (const name of ['libvirtd', 'virtlogd'] as const) {
-    const pid = daemonPid(dir, name);
+    const pid = simDaemonPid(dir, name);
     if (pid === undefined) continue;
     await terminate([pid]);
     fs.rmSync(path.join(dir, `${name}.pid`), { force: true });
@@ -209,7 +209,7 @@ export function namespaceMembers(dir: string): number[] {
       (wantMnt !== undefined && nsOf(entry, 'mnt') === wantMnt) ||
       (wantUts !== undefined && nsOf(entry, 'uts') === wantUts)
     )
-      if (!isZombie(Number(entry))) pids.push(Number(entry));
+      if (isAlive(Number(entry))) pids.push(Number(entry));
   }
   return pids;
 }
@@ -310,7 +310,7 @@ async function waitForSocket(dir: string, uri: string): Promise<void> {
     } catch (err) {
       last = ((err as { stderr?: string }).stderr ?? String(err)).trim();
     }
-    if (Date.now() > deadline || daemonPid(dir, 'libvirtd') === undefined)
+    if (Date.now() > deadline || simDaemonPid(dir, 'libvirtd') === undefined)
       throw new Error(
         `sim host ${dir}: libvirtd does not answer on ${uri} (${last}); see ${path.join(dir, 'log', 'libvirtd.log')}`,
       );
@@ -324,30 +324,17 @@ async function virsh(uri: string, args: string[]): Promise<string> {
 }
 
 /** The pid in dir/<name>.pid when that process runs and is that daemon. */
-function daemonPid(dir: string, name: 'libvirtd' | 'virtlogd'): number | undefined {
-  const pid = Number(readTrimmed(path.join(dir, `${name}.pid`)));
-  if (!Number.isInteger(pid) || pid <= 0 || isZombie(pid)) return undefined;
-  const cmd = readTrimmed(`/proc/${pid}/cmdline`);
-  return cmd?.split('\0')[0]?.endsWith(name) ? pid : undefined;
+function simDaemonPid(dir: string, name: 'libvirtd' | 'virtlogd'): number | undefined {
+  return daemonPid(path.join(dir, `${name}.pid`), name);
 }
 
 /** SIGTERM, then SIGKILL after the grace time; resolves when every one is gone. */
 async function terminate(pids: number[]): Promise<void> {
   for (const pid of pids) signal(pid, 'SIGTERM');
   const deadline = Date.now() + STOP_GRACE_MS;
-  while (pids.some(alive) && Date.now() < deadline) await delay(50);
-  for (const pid of pids.filter(alive)) signal(pid, 'SIGKILL');
-  while (pids.some(alive)) await delay(20);
-}
-
-function alive(pid: number): boolean {
-  return fs.existsSync(`/proc/${pid}`) && !isZombie(pid);
-}
-
-function isZombie(pid: number): boolean {
-  const stat = readTrimmed(`/proc/${pid}/stat`);
-  if (stat === undefined) return true;
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  while (pids.some((p) => isAlive(p)) && Date.now() < deadline) await delay(50);
+  for (const pid of pids.filter((p) => isAlive(p))) signal(pid, 'SIGKILL');
+  while (pids.some((p) => isAlive(p))) await delay(20);
 }
 
 function nsOf(pid: string, kind: 'mnt' | 'uts'): string | undefined {

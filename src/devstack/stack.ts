@@ -9,7 +9,7 @@ import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import { pollerCount, temporalHealthy, waitFor } from './health';
 import type { DevHost } from './hosts';
 import { hostsEnv, planDevHosts, readDevHosts, removeDevHosts, writeDevHosts } from './hosts';
-import { ProcessRegistry, isAlive } from './processes';
+import { ProcessRegistry, daemonPid, isAlive } from './processes';
 import { simHostPid, simHostRunning, startSimHost, stopSimHost } from './sim-host';
 import { devServerArgs, splitAddress, temporalCliPath } from './temporal-server';
 
@@ -26,13 +26,9 @@ function uiPort(): number {
   return Number(process.env.LIVEMERGE_UI_PORT ?? 8233);
 }
 
-function daemonPid(name: 'libvirtd' | 'virtlogd'): number | undefined {
-  try {
-    const pid = Number(fs.readFileSync(`/run/${name}.pid`, 'utf8').trim());
-    return isAlive(pid, name) ? pid : undefined;
-  } catch {
-    return undefined;
-  }
+/** The system daemon's pid (its pid file in /run; a sim host's daemons have their own). */
+function systemDaemonPid(name: 'libvirtd' | 'virtlogd'): number | undefined {
+  return daemonPid(`/run/${name}.pid`, name);
 }
 
 /** `dev up` asked for other hosts than the running stack has: nothing was changed. */
@@ -92,12 +88,12 @@ export async function devUp(
   writeDevHosts(config.dataDir, hosts);
 
   for (const daemon of ['virtlogd', 'libvirtd'] as const) {
-    if (daemonPid(daemon) !== undefined) {
+    if (systemDaemonPid(daemon) !== undefined) {
       log(`${daemon}: already running`);
       continue;
     }
     execFileSync(daemon, ['-d']);
-    const pid = daemonPid(daemon);
+    const pid = systemDaemonPid(daemon);
     if (pid === undefined) throw new Error(`${daemon} did not start`);
     reg.adopt(daemon, pid, daemon);
     log(`${daemon}: started (pid ${pid})`);
@@ -218,7 +214,7 @@ export async function devStatus(config: Config): Promise<PartStatus[]> {
   const out: PartStatus[] = [];
   for (const daemon of ['virtlogd', 'libvirtd'] as const) {
     const ours = reg.running(daemon);
-    const pid = daemonPid(daemon);
+    const pid = systemDaemonPid(daemon);
     out.push({
       part: daemon,
       state: pid === undefined ? 'stopped' : ours !== undefined ? 'running' : 'external',

@@ -11,7 +11,6 @@ import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -20,6 +19,7 @@ import { temporal as proto } from '@temporalio/proto';
 import type { Held } from './holds';
 import { Holds } from './holds';
 import { pollUntil } from './poll';
+import { freePort } from './procs';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
 import { REPO_ROOT } from '../../src/config';
 import { temporalHealthy } from '../../src/devstack/health';
@@ -46,18 +46,6 @@ for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const)
     killAllChildren();
     process.kill(process.pid, sig); // the listener is gone: the default action ends the process
   });
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** pollUntil with the harness's argument order (what first) and a 50 ms default. */
 export async function until<T>(

@@ -2,67 +2,26 @@
 // private mount namespaces, real agents, a temp data dir, free ports.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config';
-import { parseHostUris } from '../../src/config';
 import { isAlive } from '../../src/devstack/processes';
+import { parseHostUris } from '../../src/config';
 import { namespaceMembers, simHostPid, startSimHost, stopSimHost } from '../../src/devstack/sim-host';
 import { LibvirtConnection } from '../../src/libvirt';
 import { pollUntil } from '../helpers/poll';
+import { freePort, processesIn, processesMentioning, processesMounting } from '../helpers/procs';
 import { qemuImgCreate, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 
 const exec = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 async function hostUuidOf(uri: string): Promise<string> {
   const { stdout } = await exec('virsh', ['-c', uri, 'capabilities']);
   const m = /<host>\s*<uuid>([^<]+)<\/uuid>/.exec(stdout);
   if (!m) throw new Error(`no <host><uuid> in the capabilities of ${uri}`);
   return m[1]!;
-}
-
-/** Every live process in mount namespace `ns` (e.g. "mnt:[4026532177]"). */
-async function processesIn(ns: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const e of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const link = await fs.readlink(`/proc/${e}/ns/mnt`).catch(() => '');
-    if (link === ns && isAlive(Number(e))) pids.push(Number(e));
-  }
-  return pids;
-}
-
-/** Every live process that sees a mount of something under `dir` (any namespace). */
-async function processesMounting(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const e of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const info = await fs.readFile(`/proc/${e}/mountinfo`, 'utf8').catch(() => '');
-    if (info.includes(dir) && isAlive(Number(e))) pids.push(Number(e));
-  }
-  return pids;
-}
-
-/** Pids of every process whose command line mentions `needle`. */
-async function processesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const e of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    const cmd = await fs.readFile(`/proc/${e}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(needle) && isAlive(Number(e))) pids.push(Number(e));
-  }
-  return pids;
 }
 
 describe('sim host', () => {

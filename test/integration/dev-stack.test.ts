@@ -1,7 +1,6 @@
 // `livemerge dev up | status | down` as a user runs it: real processes, free ports, a temp data dir.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -9,27 +8,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../src/config';
 import { isAlive } from '../../src/devstack/processes';
 import { temporalCliPath } from '../../src/devstack/temporal-server';
+import { freePort, processesMentioning } from '../helpers/procs';
 
 const exec = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/** Pids of every process whose command line mentions `needle` (our data dir). */
-async function processesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const cmd = await fs.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
-    if (cmd.includes(needle) && isAlive(Number(entry))) pids.push(Number(entry));
-  }
-  return pids;
-}
 
 describe('dev stack', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
