@@ -8,7 +8,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // The failure-injection suite restarts libvirtd and kills processes: it runs alone, after this one
     // (vitest.faults.config.mts, scripts/test.sh).
-    exclude: [...configDefaults.exclude, 'test/faults/**'],
+    // The production-shaped stage (test/production) runs on its own cluster: vitest.production.config.mts.
+    exclude: [...configDefaults.exclude, 'test/faults/**', 'test/production/**'],
     globalSetup: ['test/helpers/global-setup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,

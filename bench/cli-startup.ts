@@ -19,7 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { REPO_ROOT, loadConfig } from '../src/config';
+import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../src/config';
 import { temporalHealthy } from '../src/devstack/health';
 import { temporalCliPath } from '../src/devstack/temporal-server';
 
@@ -90,7 +90,7 @@ function percentile(xs: number[], p: number): number {
 
 async function temporal(): Promise<{ address: string; stop: () => Promise<void> } | string> {
   const config = loadConfig();
-  if (await temporalHealthy(config.temporalAddress, config.temporalNamespace))
+  if (await temporalHealthy(temporalConnectionOptions(config), config.temporalNamespace))
     return { address: config.temporalAddress, stop: () => Promise.resolve() };
   const cli = temporalCliPath();
   if (!fs.existsSync(cli))

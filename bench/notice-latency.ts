@@ -13,7 +13,7 @@ import { Client, Connection } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { testVmXml } from '../src/cli/dev/vm-xml';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
-import { loadConfig } from '../src/config';
+import { loadConfig, temporalConnectionOptions } from '../src/config';
 import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
 import type { BlockJobEvent } from '../src/libvirt';
 import { StorageDomain } from '../src/storage/storage-domain';
@@ -46,7 +46,7 @@ function percentile(xs: number[], p: number): number {
 async function main(): Promise<void> {
   const iterations = Number(process.argv[2] ?? 5);
   const config = loadConfig();
-  const connection = await Connection.connect({ address: config.temporalAddress });
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   const client = new Client({ connection, namespace: config.temporalNamespace });
   const conn = await LibvirtConnection.open(config.libvirtUri);
   const sd = await StorageDomain.create(config.storageRoot, randomUUID());

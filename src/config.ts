@@ -1,10 +1,15 @@
 // Configuration by environment, with the documented defaults (README "Configuration").
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 export interface Config {
   temporalAddress: string;
   temporalNamespace: string;
+  /** mTLS to the frontend (TEMPORAL_TLS_CERT/KEY/CA/SERVER_NAME, or TEMPORAL_TLS=true); undefined: plaintext. */
+  temporalTls: TemporalTls | undefined;
+  /** Sent as a bearer token with every call (TEMPORAL_API_KEY). */
+  temporalApiKey: string | undefined;
   dataDir: string;
   storageRoot: string;
   libvirtUri: string;
@@ -20,6 +25,14 @@ export interface Config {
   locateTimeoutSeconds: number;
   temporalUiUrl: string;
   auditLogFile: string;
+}
+
+/** Paths of PEM files; each one optional (a server CA of the system's store, no client certificate). */
+export interface TemporalTls {
+  certFile?: string;
+  keyFile?: string;
+  caFile?: string;
+  serverName?: string;
 }
 
 export const REPO_ROOT = path.resolve(__dirname, '..');
@@ -41,6 +54,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     temporalAddress: env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
     temporalNamespace: env.TEMPORAL_NAMESPACE ?? 'default',
+    temporalTls: temporalTls(env),
+    temporalApiKey: env.TEMPORAL_API_KEY || undefined,
     dataDir,
     storageRoot: path.resolve(env.LIVEMERGE_STORAGE_ROOT ?? path.join(dataDir, 'storage')),
     libvirtUri,
@@ -57,6 +72,55 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     temporalUiUrl: env.LIVEMERGE_UI_URL ?? 'http://localhost:8233',
     auditLogFile: path.resolve(env.LIVEMERGE_AUDIT_LOG ?? path.join(dataDir, 'audit.jsonl')),
   };
+}
+
+function temporalTls(env: NodeJS.ProcessEnv): TemporalTls | undefined {
+  const tls: TemporalTls = {};
+  if (env.TEMPORAL_TLS_CERT) tls.certFile = path.resolve(env.TEMPORAL_TLS_CERT);
+  if (env.TEMPORAL_TLS_KEY) tls.keyFile = path.resolve(env.TEMPORAL_TLS_KEY);
+  if (env.TEMPORAL_TLS_CA) tls.caFile = path.resolve(env.TEMPORAL_TLS_CA);
+  if (env.TEMPORAL_TLS_SERVER_NAME) tls.serverName = env.TEMPORAL_TLS_SERVER_NAME;
+  if (!tls.certFile !== !tls.keyFile)
+    throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: a client certificate needs its key');
+  const on = Object.keys(tls).length > 0 || env.TEMPORAL_TLS === 'true';
+  return on ? tls : undefined;
+}
+
+/** What Connection.connect and NativeConnection.connect take: one reading of the TLS files for both. */
+export interface TemporalConnectionOptions {
+  address: string;
+  tls?: {
+    serverNameOverride?: string;
+    serverRootCACertificate?: Buffer;
+    clientCertPair?: { crt: Buffer; key: Buffer };
+  };
+  apiKey?: string;
+}
+
+export function temporalConnectionOptions(
+  config: Pick<Config, 'temporalAddress' | 'temporalTls' | 'temporalApiKey'>,
+): TemporalConnectionOptions {
+  const opts: TemporalConnectionOptions = { address: config.temporalAddress };
+  const t = config.temporalTls;
+  if (t) {
+    const read = (name: string, file: string) => {
+      try {
+        return fs.readFileSync(file);
+      } catch (err) {
+        throw new Error(`${name} ${file}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    };
+    opts.tls = {};
+    if (t.serverName) opts.tls.serverNameOverride = t.serverName;
+    if (t.caFile) opts.tls.serverRootCACertificate = read('TEMPORAL_TLS_CA', t.caFile);
+    if (t.certFile && t.keyFile)
+      opts.tls.clientCertPair = {
+        crt: read('TEMPORAL_TLS_CERT', t.certFile),
+        key: read('TEMPORAL_TLS_KEY', t.keyFile),
+      };
+  }
+  if (config.temporalApiKey) opts.apiKey = config.temporalApiKey;
+  return opts;
 }
 
 /** `id=uri,id=uri`: each entry split at its first '=' (URIs carry '=' in their query). */

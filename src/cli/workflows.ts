@@ -10,6 +10,7 @@ import {
 import type { temporal } from '@temporalio/proto';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
 import type { Config } from '../config';
+import { temporalConnectionOptions } from '../config';
 import type { Progress, RemoveSnapshotProgress } from '../schemas/progress';
 import { OperationFailed, UsageError, info, workflowUiLink } from './output';
 
@@ -19,7 +20,7 @@ export type AnyProgress = Progress & { disks?: RemoveSnapshotProgress['disks'] }
 export async function withTemporal<T>(config: Config, fn: (client: Client) => Promise<T>): Promise<T> {
   let connection: Connection;
   try {
-    connection = await Connection.connect({ address: config.temporalAddress, connectTimeout: '5s' });
+    connection = await Connection.connect({ ...temporalConnectionOptions(config), connectTimeout: '5s' });
   } catch (err) {
     throw new OperationFailed(
       `cannot reach the Temporal server at ${config.temporalAddress} (is \`livemerge dev up\` running?): ` +

@@ -1,11 +1,15 @@
 import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
+import type { TemporalConnectionOptions } from '../config';
 
 /** True when the Temporal frontend answers and the namespace exists. */
-export async function temporalHealthy(address: string, namespace: string): Promise<boolean> {
+export async function temporalHealthy(
+  endpoint: TemporalConnectionOptions,
+  namespace: string,
+): Promise<boolean> {
   let connection: Connection | undefined;
   try {
-    connection = await Connection.connect({ address, connectTimeout: 1000 });
+    connection = await Connection.connect({ ...endpoint, connectTimeout: 1000 });
     await connection.workflowService.describeNamespace({ namespace });
     return true;
   } catch {

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import type { Config } from '../config';
-import { REPO_ROOT } from '../config';
+import { REPO_ROOT, temporalConnectionOptions } from '../config';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import { pollerCount, temporalHealthy, waitFor } from './health';
 import type { DevHost } from './hosts';
@@ -108,7 +108,7 @@ export async function devUp(
   }
 
   const { host, port } = splitAddress(config.temporalAddress);
-  if (await temporalHealthy(config.temporalAddress, config.temporalNamespace)) {
+  if (await temporalHealthy(temporalConnectionOptions(config), config.temporalNamespace)) {
     log(`temporal: already running at ${config.temporalAddress}`);
   } else {
     fs.mkdirSync(config.dataDir, { recursive: true });
@@ -121,7 +121,7 @@ export async function devUp(
     });
     await waitFor(
       'the Temporal dev server',
-      () => temporalHealthy(config.temporalAddress, config.temporalNamespace),
+      () => temporalHealthy(temporalConnectionOptions(config), config.temporalNamespace),
       60_000,
     );
     log(
@@ -129,7 +129,7 @@ export async function devUp(
     );
   }
 
-  const connection = await Connection.connect({ address: config.temporalAddress });
+  const connection = await Connection.connect(temporalConnectionOptions(config));
   try {
     const shared = hostsEnv(hosts);
     const workers = [
@@ -237,7 +237,7 @@ export async function devStatus(config: Config): Promise<PartStatus[]> {
       detail: `sim host ${h.uri}`,
     });
   }
-  const healthy = await temporalHealthy(config.temporalAddress, config.temporalNamespace);
+  const healthy = await temporalHealthy(temporalConnectionOptions(config), config.temporalNamespace);
   const tpid = reg.running('temporal');
   out.push({
     part: 'temporal',
@@ -247,7 +247,7 @@ export async function devStatus(config: Config): Promise<PartStatus[]> {
       ? `healthy at ${config.temporalAddress}, UI http://localhost:${uiPort()}`
       : 'not answering',
   });
-  const connection = healthy ? await Connection.connect({ address: config.temporalAddress }) : undefined;
+  const connection = healthy ? await Connection.connect(temporalConnectionOptions(config)) : undefined;
   try {
     for (const [name, queue, kind, what] of [
       ['engine', ENGINE_TASK_QUEUE, 'workflow', ''] as const,

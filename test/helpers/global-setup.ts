@@ -5,12 +5,15 @@ import fs from 'node:fs';
 import { defineSearchAttributeKey } from '@temporalio/common';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { TestProject } from 'vitest/node';
+import type { TemporalTls } from '../../src/config';
 import { SEARCH_ATTRIBUTES, temporalCliPath } from '../../src/devstack/temporal-server';
 import { POOL_NAMESPACES } from './namespaces';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     temporalAddress: string;
+    /** Set by the production-shaped stage (test/production): the cluster's mTLS client files. */
+    temporalTls: TemporalTls | undefined;
   }
 }
 
@@ -28,6 +31,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
     },
   });
   project.provide('temporalAddress', env.address);
+  project.provide('temporalTls', undefined);
   return async () => {
     await env.teardown();
   };

@@ -226,7 +226,7 @@ export class ProcessStack {
       async () => {
         if (this.pid(part) === undefined)
           throw new Error(`${part} exited while starting:\n${this.logTail(part)}`);
-        if (part === 'temporal') return await temporalHealthy(this.address, this.namespace);
+        if (part === 'temporal') return await temporalHealthy({ address: this.address }, this.namespace);
         return await this.polling(part, pid!);
       },
       timeoutMs,

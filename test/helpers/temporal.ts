@@ -5,6 +5,8 @@ import type { Worker } from '@temporalio/worker';
 import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode } from '@temporalio/worker';
 import { afterAll, inject } from 'vitest';
 
+import type { TemporalTls } from '../../src/config';
+import { temporalConnectionOptions } from '../../src/config';
 import { poolNamespace } from './namespaces';
 
 export const NAMESPACE = poolNamespace();
@@ -38,8 +40,13 @@ Runtime.install({ logger: new DefaultLogger('ERROR') });
 export function temporal(): Promise<TemporalHarness> {
   harness ??= (async () => {
     const address = inject('temporalAddress');
-    const connection = await Connection.connect({ address });
-    const nativeConnection = await NativeConnection.connect({ address });
+    const options = temporalConnectionOptions({
+      temporalAddress: address,
+      temporalTls: inject('temporalTls'),
+      temporalApiKey: undefined,
+    });
+    const connection = await Connection.connect(options);
+    const nativeConnection = await NativeConnection.connect(options);
     closers.push(async () => {
       await nativeConnection.close();
       await connection.close();
@@ -52,6 +59,18 @@ export function temporal(): Promise<TemporalHarness> {
     };
   })();
   return harness;
+}
+
+/** The run's server for a child process (a worker, the CLI): its address and, on the cluster, mTLS files. */
+export function temporalEnv(): Record<string, string> {
+  const tls: TemporalTls | undefined = inject('temporalTls');
+  return {
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    ...(tls?.certFile ? { TEMPORAL_TLS_CERT: tls.certFile } : {}),
+    ...(tls?.keyFile ? { TEMPORAL_TLS_KEY: tls.keyFile } : {}),
+    ...(tls?.caFile ? { TEMPORAL_TLS_CA: tls.caFile } : {}),
+    ...(tls?.serverName ? { TEMPORAL_TLS_SERVER_NAME: tls.serverName } : {}),
+  };
 }
 
 let bundle: ReturnType<typeof bundleWorkflowCode> | undefined;

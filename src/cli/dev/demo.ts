@@ -13,7 +13,7 @@ import type { Command } from 'commander';
 import type { Client, Connection } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../common/task-queues';
 import type { Config } from '../../config';
-import { REPO_ROOT, loadConfig } from '../../config';
+import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../../config';
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import type { Domain, LibvirtConnection } from '../../libvirt';
 import type { VolumeInfo } from '../../schemas/volume';
@@ -173,7 +173,7 @@ export async function runDemo(config: Config, opts: { keep: boolean; bandwidth: 
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-demo-'));
   const state: DemoState = { name: `lm-demo-${randomBytes(3).toString('hex')}`, workflowIds: [] };
   const connection = await Connection.connect({
-    address: config.temporalAddress,
+    ...temporalConnectionOptions(config),
     connectTimeout: '5s',
   }).catch((err: unknown) => {
     throw new OperationFailed(

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE } from '../../common/task-queues';
 import type { Config } from '../../config';
-import { loadConfig } from '../../config';
+import { loadConfig, temporalConnectionOptions } from '../../config';
 import { parseDomainDiskChains } from '../../inspect/domain-xml';
 import type { Format } from '../../schemas/volume';
 import type { Domain, LibvirtConnection } from '../../libvirt';
@@ -38,7 +38,7 @@ export function registerVm(program: Command): void {
       const { Client: TemporalClient, Connection } = await import('@temporalio/client');
       const config = loadConfig();
       const hostId = opts.host ?? config.hostId;
-      const connection = await Connection.connect({ address: config.temporalAddress });
+      const connection = await Connection.connect(temporalConnectionOptions(config));
       try {
         const client = new TemporalClient({ connection, namespace: config.temporalNamespace });
         const workflowId = `list-vms:${hostId}:${Date.now()}`;
