@@ -92,11 +92,13 @@ up() {
   "$server" --root "$dir" --config config --env livemerge start >>"$dir/ui-server.log" 2>&1 </dev/null &
   echo $! >"$dir/ui-server.pid"
   # Ready once the UI's API lists namespaces: the UI server answers and its gRPC (TLS) reaches the frontend.
-  until curl -sf -o /dev/null "$url/api/v1/namespaces"; do
+  local answer
+  until answer=$(curl -sf "$url/api/v1/namespaces" 2>&1); do
     kill -0 "$(cat "$dir/ui-server.pid")" 2>/dev/null || { tail -20 "$dir/ui-server.log" >&2; exit 1; }
     [ $((SECONDS - t0)) -lt 60 ] || {
-      log "the UI does not reach $address after 60 s"
-      tail -20 "$dir/ui-server.log" >&2
+      # The UI server's answer names the gRPC error (e.g. a frontend that wants a client certificate).
+      log "the UI does not reach $address after 60 s: $(curl -s "$url/api/v1/namespaces" 2>&1 | head -c 500)"
+      log "its log: $dir/ui-server.log"
       stop
       exit 1
     }
