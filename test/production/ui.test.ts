@@ -88,7 +88,8 @@ describe('the Temporal UI in a real browser', () => {
   it('finds a live merge held mid-copy by LivemergeVmId and shows its stage in the current details', async () => {
     const s = await useStack({ holds: true });
     const holds = s.holds!;
-    const [ui, context] = await Promise.all([startUi(), startBrowser()]);
+    const ui = await startUi();
+    const context = await startBrowser();
 
     const { vm, disks } = await createStackVm(s, { disks: 1, capacity: 128 * MiB });
     await writeThroughGuest(vm.domain, 0, { byte: 0x41, offset: 0, length: 4 * MiB });
