@@ -4,6 +4,7 @@
 # mutual TLS with certificates made here by openssl, the namespaces and livemerge's search attributes
 # registered. docker-compose.yml describes the same topology for users' deployments.
 #
+#   temporal-cluster.sh build                    build the server and its SQL tool once (cached)
 #   temporal-cluster.sh up DIR [NAMESPACE...]   fresh databases, certificates, start, register; prints env
 #   temporal-cluster.sh start DIR                start the server again on the same databases (after kill)
 #   temporal-cluster.sh kill DIR                 SIGKILL the server (every service at once)
@@ -15,9 +16,10 @@
 # work tree, so a second run on the same machine does not rebuild; the first build takes ~11 min here).
 set -euo pipefail
 V=v1.32.1
-cmd=${1:?up|start|kill|down|env DIR}
+cmd=${1:?build|up|start|kill|down|env DIR}
+[ "$cmd" = build ] && set -- build /nonexistent
 dir=$(realpath -m "${2:?DIR}")
-shift 2 || true
+shift 2
 cache=${LIVEMERGE_CLUSTER_CACHE:-/var/cache/livemerge/temporal-$V}
 port=${LIVEMERGE_CLUSTER_PORT:-17233}
 off=$((port - 7233))
@@ -243,6 +245,7 @@ register() {
 }
 
 case $cmd in
+build) build ;;
 up)
   build
   postgres
@@ -273,7 +276,7 @@ down)
   ;;
 env) env_lines ;;
 *)
-  echo "usage: $0 up|start|kill|down|env DIR [NAMESPACE...]" >&2
+  echo "usage: $0 build | up|start|kill|down|env DIR [NAMESPACE...]" >&2
   exit 2
   ;;
 esac
