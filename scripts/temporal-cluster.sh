@@ -36,6 +36,8 @@ build() {
   log "building go.temporal.io/server@$V into $cache (once per machine; ~11 min on 2 cores)"
   local t0=$SECONDS
   (
+    # The machine's Go (Debian 12 has none new enough; the image's is /usr/local/go), never a downloaded one.
+    export PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=local
     export GOPATH="$cache/go" GOCACHE="$cache/go/cache" GOFLAGS=-mod=mod CGO_ENABLED=0
     go install -tags disable_grpc_modules "go.temporal.io/server/cmd/server@$V"
     go install "go.temporal.io/server/cmd/tools/sql@$V"
