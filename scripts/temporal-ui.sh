@@ -12,7 +12,7 @@
 # TEMPORAL_TLS_CA, TEMPORAL_TLS_SERVER_NAME (the frontend's certificate is verified against the CA and that
 # name), TEMPORAL_NAMESPACE (the UI's default namespace; every namespace is browsable), LIVEMERGE_UI_PORT
 # (default 8233), LIVEMERGE_UI_CACHE (the Go build, default /var/cache/livemerge/ui-server-v2.55.0: outside
-# the work tree, so a second run on the same machine does not rebuild; the first build takes ~2 min here).
+# the work tree, so a second run on the same machine does not rebuild; the first build takes 2-7 min here, by load).
 set -euo pipefail
 V=v2.55.0
 cmd=${1:?up|down|build DIR}
@@ -23,7 +23,7 @@ log() { echo "[temporal-ui] $*" >&2; }
 build() {
   [ -x "$server" ] && return
   mkdir -p "$cache"
-  log "building github.com/temporalio/ui-server/v2@$V into $cache (once per machine; ~2 min on 2 cores)"
+  log "building github.com/temporalio/ui-server/v2@$V into $cache (once per machine; 2-7 min on 2 cores)"
   local t0=$SECONDS
   (
     export GOPATH="$cache/go" GOCACHE="$cache/go/cache" GOFLAGS=-mod=mod CGO_ENABLED=0
