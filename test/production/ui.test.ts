@@ -43,7 +43,7 @@ async function startUi(): Promise<string> {
   atFileEnd(async () => {
     await exec('bash', [UI_SCRIPT, 'down', dir], { env });
   });
-  // The first run on a machine builds the UI server (~2 min); later runs find it in the cache.
+  // The first run on a machine builds the UI server (2-7 min); later runs find it in the cache.
   const { stdout } = await exec('bash', [UI_SCRIPT, 'up', dir], { env }).catch((err: unknown) => {
     const e = err as { stderr?: string };
     throw new Error(`scripts/temporal-ui.sh up failed: ${e.stderr ?? String(err)}`);
