@@ -1,7 +1,9 @@
 // The Temporal UI, tried in a real browser (issue #11): the UI server of scripts/temporal-ui.sh in front of the
 // run's Temporal (in the production stage the cluster, over mutual TLS), headless Chromium from Debian driven
 // by playwright-core. A live merge held mid-copy is found in the workflow list by its LivemergeVmId, opened,
-// and its current details show the stage. The page is saved as the README's docs/img/temporal-ui-merge.png.
+// and its current details show the stage. The page is saved in .data/; LIVEMERGE_REFRESH_SCREENSHOT=1 saves it
+// as the README's docs/img/temporal-ui-merge.png instead (refresh it when the UI changes), so that a test run
+// leaves the work tree as it was.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -23,7 +25,10 @@ const exec = promisify(execFile);
 const MiB = 1 << 20;
 const UI_SCRIPT = path.join(REPO_ROOT, 'scripts', 'temporal-ui.sh');
 const CHROMIUM = '/usr/bin/chromium';
-const SCREENSHOT = path.join(REPO_ROOT, 'docs', 'img', 'temporal-ui-merge.png');
+const SCREENSHOT =
+  process.env.LIVEMERGE_REFRESH_SCREENSHOT === '1'
+    ? path.join(REPO_ROOT, 'docs', 'img', 'temporal-ui-merge.png')
+    : path.join(REPO_ROOT, '.data', 'temporal-ui-merge.png');
 /** How long one step in the browser may take (the UI server asks Temporal for every page). */
 const UI_WAIT_MS = 60_000;
 
