@@ -1,0 +1,65 @@
+// `livemerge deployment …`: the operator's steps of an upgrade with Worker Deployments (docs/upgrades.md).
+import type { Command } from 'commander';
+import { loadConfig } from '../config';
+import { UsageError, printJson } from './output';
+
+function deploymentArg(option: string | undefined, fallback: string | undefined): string {
+  const name = option ?? fallback;
+  if (!name) throw new UsageError('--deployment is required (or set LIVEMERGE_DEPLOYMENT)');
+  return name;
+}
+
+export function registerDeployment(program: Command): void {
+  const dep = program
+    .command('deployment')
+    .description('Worker Deployments: which build new merges start on (docs/upgrades.md)');
+  dep
+    .command('describe')
+    .description("the deployment's current and ramping builds, and each build's status and drainage")
+    .option('--deployment <name>', 'deployment name (default $LIVEMERGE_DEPLOYMENT)')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { deployment?: string; json?: boolean }) => {
+      const config = loadConfig();
+      const name = deploymentArg(opts.deployment, config.deploymentName);
+      const { describeDeployment, formatDeployment } = await import('./deployment-ops');
+      const out = await describeDeployment(config, name);
+      if (opts.json) return printJson(out);
+      process.stdout.write(formatDeployment(out));
+    });
+  dep
+    .command('set-current')
+    .description(
+      'make a build the current version: new merges start on it, running ones stay on their build ' +
+        '(waits until the routing change reached every task queue)',
+    )
+    .requiredOption('--build-id <id>', "the build's LIVEMERGE_BUILD_ID")
+    .option('--deployment <name>', 'deployment name (default $LIVEMERGE_DEPLOYMENT)')
+    .option(
+      '--ignore-missing-task-queues',
+      'allow it although the build does not poll every task queue the current one polls (a removed host)',
+    )
+    .option('--json', 'machine-readable output')
+    .action(
+      async (opts: {
+        buildId: string;
+        deployment?: string;
+        ignoreMissingTaskQueues?: boolean;
+        json?: boolean;
+      }) => {
+        const config = loadConfig();
+        const name = deploymentArg(opts.deployment, config.deploymentName);
+        if (opts.buildId.trim() === '') throw new UsageError('--build-id must not be empty');
+        const { setCurrentVersion } = await import('./deployment-ops');
+        const out = await setCurrentVersion(config, {
+          deploymentName: name,
+          buildId: opts.buildId.trim(),
+          ignoreMissingTaskQueues: opts.ignoreMissingTaskQueues === true,
+        });
+        if (opts.json) return printJson(out);
+        process.stdout.write(
+          `deployment ${name}: current build ${out.current ?? '(none)'}` +
+            ` (was ${out.previous ?? 'unversioned'})\n`,
+        );
+      },
+    );
+}
