@@ -106,7 +106,7 @@ export async function setCurrentVersion(
     } catch (err) {
       // e.g. NotFound: no worker of that build has polled yet; FailedPrecondition: missing task queues.
       throw new OperationFailed(
-        `deployment ${req.deploymentName}: build ${req.buildId} cannot be made current: ` +
+        `deployment ${req.deploymentName}: build ${req.buildId || '(unversioned)'} cannot be made current: ` +
           (err instanceof Error ? err.message : String(err)),
         { cause: err },
       );
@@ -120,7 +120,7 @@ export async function setCurrentVersion(
     }
     if (view.routingUpdate === 'IN_PROGRESS')
       throw new OperationFailed(
-        `deployment ${req.deploymentName}: build ${req.buildId} is current, but the routing change ` +
+        `deployment ${req.deploymentName}: build ${req.buildId || '(unversioned)'} is current, but the routing change ` +
           `has not reached every task queue after ${PROPAGATION_TIMEOUT_MS / 1000} s`,
       );
     return {

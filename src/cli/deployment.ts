@@ -32,7 +32,8 @@ export function registerDeployment(program: Command): void {
       'make a build the current version: new merges start on it, running ones stay on their build ' +
         '(waits until the routing change reached every task queue)',
     )
-    .requiredOption('--build-id <id>', "the build's LIVEMERGE_BUILD_ID")
+    .option('--build-id <id>', "the build's LIVEMERGE_BUILD_ID")
+    .option('--unversioned', 'route new workflows to unversioned workers again (leaving versioning)')
     .option('--deployment <name>', 'deployment name (default $LIVEMERGE_DEPLOYMENT)')
     .option(
       '--ignore-missing-task-queues',
@@ -41,23 +42,26 @@ export function registerDeployment(program: Command): void {
     .option('--json', 'machine-readable output')
     .action(
       async (opts: {
-        buildId: string;
+        buildId?: string;
+        unversioned?: boolean;
         deployment?: string;
         ignoreMissingTaskQueues?: boolean;
         json?: boolean;
       }) => {
         const config = loadConfig();
         const name = deploymentArg(opts.deployment, config.deploymentName);
-        if (opts.buildId.trim() === '') throw new UsageError('--build-id must not be empty');
+        const buildId = opts.buildId?.trim() ?? '';
+        if ((buildId === '') === (opts.unversioned !== true))
+          throw new UsageError('give either --build-id ID (not empty) or --unversioned');
         const { setCurrentVersion } = await import('./deployment-ops');
         const out = await setCurrentVersion(config, {
           deploymentName: name,
-          buildId: opts.buildId.trim(),
+          buildId, // '': the unversioned workers (the API's nil version)
           ignoreMissingTaskQueues: opts.ignoreMissingTaskQueues === true,
         });
         if (opts.json) return printJson(out);
         process.stdout.write(
-          `deployment ${name}: current build ${out.current ?? '(none)'}` +
+          `deployment ${name}: current build ${out.current ?? '(none: unversioned workers)'}` +
             ` (was ${out.previous ?? 'unversioned'})\n`,
         );
       },

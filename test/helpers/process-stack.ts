@@ -21,7 +21,7 @@ import { Holds } from './holds';
 import { pollUntil } from './poll';
 import { freePort } from './procs';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
-import { REPO_ROOT } from '../../src/config';
+import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../../src/config';
 import { temporalHealthy } from '../../src/devstack/health';
 import { devServerArgs, temporalCliPath } from '../../src/devstack/temporal-server';
 
@@ -70,9 +70,18 @@ export interface ProcessStackOptions {
    * every host's URI (LIVEMERGE_HOST_URIS), and the engine asks both. Default: both use qemu:///system.
    */
   vmHostUri?: string;
-  /** Extra environment of every worker of the stack's own set (e.g. LIVEMERGE_DEPLOYMENT/BUILD_ID). */
-  workerEnv?: Record<string, string>;
+  /**
+   * An external Temporal server instead of a dev server of the stack's own (the production stage's
+   * cluster): the TEMPORAL_* variables its clients need (temporalEnv() of test/helpers/temporal.ts). The
+   * namespace must exist there. The stack neither starts nor kills it.
+   */
+  externalTemporal?: Record<string, string>;
+  /** More environment for one worker part (e.g. its metrics address). */
+  workerEnv?: WorkerEnv;
 }
+
+/** Environment per worker part, on top of the stack's (a build's LIVEMERGE_BUILD_ID, a metrics address). */
+export type WorkerEnv = Partial<Record<WorkerPart, Record<string, string>>>;
 
 export class ProcessStack {
   readonly hostId: string;
@@ -91,9 +100,10 @@ export class ProcessStack {
   /** Keyed by part, or `part@set` for the workers of a further set (startWorkerSet). */
   private readonly parts = new Map<string, Running>();
   /** Each worker set's extra environment; '' is the stack's own set. */
-  private readonly sets = new Map<string, Record<string, string>>();
+  private readonly sets = new Map<string, WorkerEnv>();
   private stopped = false;
   readonly vmHostUri: string | undefined;
+  private readonly externalTemporal: Record<string, string> | undefined;
 
   private constructor(
     readonly dir: string,
@@ -103,6 +113,7 @@ export class ProcessStack {
     this.storageHostId = opts.storageHostId ?? 'fault-b';
     this.namespace = opts.namespace ?? 'livemerge-faults';
     this.vmHostUri = opts.vmHostUri;
+    this.externalTemporal = opts.externalTemporal;
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
@@ -120,10 +131,16 @@ export class ProcessStack {
     try {
       for (const d of [s.storageRoot, s.holdDir, s.logDir]) await fsp.mkdir(d, { recursive: true });
       await fsp.chmod(s.storageRoot, 0o755);
-      s.address = `127.0.0.1:${await freePort()}`;
-      s.uiPort = await freePort();
-      await s.startPart('temporal');
-      s.connection = await Connection.connect({ address: s.address });
+      if (s.externalTemporal) {
+        const config = loadConfig(s.externalTemporal);
+        s.address = config.temporalAddress;
+        s.connection = await Connection.connect(temporalConnectionOptions(config));
+      } else {
+        s.address = `127.0.0.1:${await freePort()}`;
+        s.uiPort = await freePort();
+        await s.startPart('temporal');
+        s.connection = await Connection.connect({ address: s.address });
+      }
       s.client = new Client({ connection: s.connection, namespace: s.namespace });
       await Promise.all((['engine', 'host', 'storage'] as const).map((p) => s.startPart(p)));
       return s;
@@ -183,7 +200,8 @@ export class ProcessStack {
       LIBVIRT_DEFAULT_URI: 'qemu:///system',
       LIVEMERGE_HOLD_DIR: this.holdDir,
       ...twoHosts,
-      ...(part === 'temporal' ? {} : this.sets.get(set)),
+      ...this.externalTemporal,
+      ...(part !== 'temporal' ? this.sets.get(set)?.[part] : undefined),
     };
   }
 
@@ -204,7 +222,7 @@ export class ProcessStack {
    * Starts a further set of the three workers, `set`, with `env` on top of the stack's environment (a
    * second build of the same deployment, say); its parts are named by `set` in pid/kill/logFile.
    */
-  async startWorkerSet(set: string, env: Record<string, string>): Promise<void> {
+  async startWorkerSet(set: string, env: WorkerEnv): Promise<void> {
     if (set === '' || this.sets.has(set)) throw new Error(`worker set ${JSON.stringify(set)} exists`);
     this.sets.set(set, env);
     await Promise.all(WORKER_PARTS.map((p) => this.startPart(p, set)));
@@ -213,6 +231,7 @@ export class ProcessStack {
   /** Starts a part that is not running; resolves once it serves (server healthy, worker polling). */
   async startPart(part: Part, set = ''): Promise<void> {
     if (this.stopped) throw new Error('the stack is stopped');
+    if (part === 'temporal' && this.externalTemporal) throw new Error('the Temporal server is external');
     const key = ProcessStack.key(part, set);
     if (this.pid(part, set) !== undefined) throw new Error(`${key} is already running`);
     const { cmd, args } = this.command(part);
@@ -261,7 +280,7 @@ export class ProcessStack {
   }
 
   /** True when the worker process `pid` polls all of its task queues (its identity is `<pid>@host`). */
-  private async polling(part: Exclude<Part, 'temporal'>, pid: number): Promise<boolean> {
+  private async polling(part: WorkerPart, pid: number): Promise<boolean> {
     const queues: Array<[string, 'workflow' | 'activity']> =
       part === 'engine'
         ? [[ENGINE_TASK_QUEUE, 'workflow']]
@@ -291,6 +310,7 @@ export class ProcessStack {
   /** Every part runs and every worker polls again (after a server restart they reconnect by themselves). */
   async waitHealthy(timeoutMs = 60_000): Promise<void> {
     for (const part of ['temporal', 'engine', 'host', 'storage'] as const) {
+      if (part === 'temporal' && this.externalTemporal) continue;
       if (this.pid(part) === undefined) throw new Error(`${part} is not running:\n${this.logTail(part)}`);
       await this.waitServing(part, timeoutMs);
     }

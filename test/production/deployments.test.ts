@@ -7,7 +7,8 @@
 // PINNED, every ActivityTaskStarted the identity (`<pid>@host`) of a worker process of that build, so the
 // host and storage activities went to the build's own agents although both builds' agents poll the same
 // task queues. The data is checked as every merge test does: the guest's view byte for byte, the chains in
-// the metadata and in the live libvirt definition.
+// the metadata and in the live libvirt definition. It runs on the production stage's cluster (mTLS), in the
+// pool namespace, which it leaves unversioned again for the next test file.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -26,8 +27,9 @@ import { createSnapshot, diskChainOf, faultContext, progressOf, withDom } from '
 import type { FaultContext } from '../faults/harness';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
 import type { Pattern } from '../helpers/data';
-import type { WorkerPart } from '../helpers/process-stack';
+import type { WorkerEnv, WorkerPart } from '../helpers/process-stack';
 import { ProcessStack, until } from '../helpers/process-stack';
+import { NAMESPACE, temporalEnv } from '../helpers/temporal';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 
 const exec = promisify(execFile);
@@ -35,7 +37,11 @@ const MiB = 1 << 20;
 const DEPLOYMENT = 'livemerge-upgrade-test';
 const BUILD_A = 'build-a';
 const BUILD_B = 'build-b';
-const buildEnv = (buildId: string) => ({ LIVEMERGE_DEPLOYMENT: DEPLOYMENT, LIVEMERGE_BUILD_ID: buildId });
+/** The same LIVEMERGE_DEPLOYMENT/LIVEMERGE_BUILD_ID on the engine and both agents of a build. */
+function buildEnv(buildId: string): WorkerEnv {
+  const env = { LIVEMERGE_DEPLOYMENT: DEPLOYMENT, LIVEMERGE_BUILD_ID: buildId };
+  return { engine: env, host: env, storage: env };
+}
 /** The worker set of each build in the ProcessStack: A is the stack's own, B a further set. */
 const SET = { [BUILD_A]: '', [BUILD_B]: 'b' } as const;
 type Build = keyof typeof SET;
@@ -69,7 +75,8 @@ describe('safe upgrades: Worker Deployments, merges PINNED to their build', () =
     stack = await ProcessStack.start({
       hostId: 'upg-a',
       storageHostId: 'upg-b',
-      namespace: 'livemerge-deployments',
+      namespace: NAMESPACE,
+      externalTemporal: temporalEnv(),
       workerEnv: buildEnv(BUILD_A),
     });
     ctx = faultContext(stack);
@@ -80,6 +87,7 @@ describe('safe upgrades: Worker Deployments, merges PINNED to their build', () =
 
   afterAll(async () => {
     stack?.releaseAll();
+    if (stack) await leaveUnversioned(stack);
     const conn = await ctx?.libvirt().catch(() => undefined);
     if (conn) for (const name of vmNames) await removeVm(conn, name).catch(() => undefined);
     await ctx?.libvirt.close();
@@ -151,9 +159,36 @@ describe('safe upgrades: Worker Deployments, merges PINNED to their build', () =
 async function cli(s: ProcessStack, args: string[]): Promise<unknown> {
   const { stdout } = await exec(process.execPath, [path.join(REPO_ROOT, 'bin', 'livemerge.cjs'), ...args], {
     cwd: REPO_ROOT,
-    env: { ...process.env, TEMPORAL_ADDRESS: s.address, TEMPORAL_NAMESPACE: s.namespace },
+    env: { ...process.env, ...temporalEnv(), TEMPORAL_NAMESPACE: s.namespace },
+    timeout: 120_000,
   });
   return JSON.parse(stdout) as unknown;
+}
+
+/**
+ * The namespace is shared with the stage's other files, whose workers are unversioned: with a version of
+ * this test current (its workers gone), their workflows would never start. Back to unversioned workers.
+ */
+async function leaveUnversioned(s: ProcessStack): Promise<void> {
+  const service = s.client.workflowService;
+  const described = await service
+    .describeWorkerDeployment({ namespace: s.namespace, deploymentName: DEPLOYMENT })
+    .catch(() => undefined);
+  if (!described?.workerDeploymentInfo?.routingConfig?.currentDeploymentVersion) return;
+  await service.setWorkerDeploymentCurrentVersion({
+    namespace: s.namespace,
+    deploymentName: DEPLOYMENT,
+    buildId: '', // nil: the unversioned workers
+    ignoreMissingTaskQueues: true,
+    allowNoPollers: true,
+    identity: 'deployments.test cleanup',
+  });
+  const after = await service.describeWorkerDeployment({
+    namespace: s.namespace,
+    deploymentName: DEPLOYMENT,
+  });
+  const still = after.workerDeploymentInfo?.routingConfig?.currentDeploymentVersion?.buildId;
+  if (still) throw new Error(`deployment ${DEPLOYMENT} still routes new workflows to ${still}`);
 }
 
 /** `livemerge deployment set-current`, retried while the server does not know the version yet. */
