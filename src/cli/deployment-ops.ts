@@ -91,7 +91,7 @@ const PROPAGATION_TIMEOUT_MS = 60_000;
 
 export async function setCurrentVersion(
   config: Config,
-  req: { deploymentName: string; buildId: string; ignoreMissingTaskQueues: boolean },
+  req: { deploymentName: string; buildId: string; ignoreMissingTaskQueues: boolean; allowNoPollers: boolean },
 ): Promise<SetCurrentOutput> {
   return await withTemporal(config, async (client) => {
     let res;
@@ -101,6 +101,7 @@ export async function setCurrentVersion(
         deploymentName: req.deploymentName,
         buildId: req.buildId,
         ignoreMissingTaskQueues: req.ignoreMissingTaskQueues,
+        allowNoPollers: req.allowNoPollers,
         identity: `livemerge-cli@${process.pid}`,
       });
     } catch (err) {

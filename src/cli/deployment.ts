@@ -39,6 +39,7 @@ export function registerDeployment(program: Command): void {
       '--ignore-missing-task-queues',
       'allow it although the build does not poll every task queue the current one polls (a removed host)',
     )
+    .option('--allow-no-pollers', 'allow it although no worker of the target has polled yet')
     .option('--json', 'machine-readable output')
     .action(
       async (opts: {
@@ -46,6 +47,7 @@ export function registerDeployment(program: Command): void {
         unversioned?: boolean;
         deployment?: string;
         ignoreMissingTaskQueues?: boolean;
+        allowNoPollers?: boolean;
         json?: boolean;
       }) => {
         const config = loadConfig();
@@ -58,6 +60,7 @@ export function registerDeployment(program: Command): void {
           deploymentName: name,
           buildId, // '': the unversioned workers (the API's nil version)
           ignoreMissingTaskQueues: opts.ignoreMissingTaskQueues === true,
+          allowNoPollers: opts.allowNoPollers === true,
         });
         if (opts.json) return printJson(out);
         process.stdout.write(

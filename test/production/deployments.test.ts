@@ -147,6 +147,13 @@ describe('safe upgrades: Worker Deployments, merges PINNED to their build', () =
         ];
         for (const workflowId of runs) await assertRanOn(s, workflowId, build);
       }
+
+      // --- leaving versioning: new workflows go to unversioned workers again -----------------------
+      const back = await cli(s, [
+        ...['deployment', 'set-current', '--deployment', DEPLOYMENT, '--unversioned'],
+        ...['--ignore-missing-task-queues', '--allow-no-pollers', '--json'],
+      ]);
+      expect(back).toEqual({ deploymentName: DEPLOYMENT, current: null, previous: BUILD_B });
     } catch (err) {
       console.error(s.allLogs());
       throw err;
