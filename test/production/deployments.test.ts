@@ -7,8 +7,8 @@
 // PINNED, every ActivityTaskStarted the identity (`<pid>@host`) of a worker process of that build, so the
 // host and storage activities went to the build's own agents although both builds' agents poll the same
 // task queues. The data is checked as every merge test does: the guest's view byte for byte, the chains in
-// the metadata and in the live libvirt definition. It runs on the production stage's cluster (mTLS), in the
-// pool namespace, which it leaves unversioned again for the next test file.
+// the metadata and in the live libvirt definition. It runs on the production stage's cluster (mTLS), in a
+// namespace of its own, which it also leaves unversioned again.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -29,7 +29,8 @@ import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } fro
 import type { Pattern } from '../helpers/data';
 import type { WorkerEnv, WorkerPart } from '../helpers/process-stack';
 import { ProcessStack, until } from '../helpers/process-stack';
-import { NAMESPACE, temporalEnv } from '../helpers/temporal';
+import { temporalEnv } from '../helpers/temporal';
+import { UPGRADES_NAMESPACE } from './global-setup';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 
 const exec = promisify(execFile);
@@ -75,7 +76,7 @@ describe('safe upgrades: Worker Deployments, merges PINNED to their build', () =
     stack = await ProcessStack.start({
       hostId: 'upg-a',
       storageHostId: 'upg-b',
-      namespace: NAMESPACE,
+      namespace: UPGRADES_NAMESPACE,
       externalTemporal: temporalEnv(),
       workerEnv: buildEnv(BUILD_A),
     });
@@ -173,8 +174,8 @@ async function cli(s: ProcessStack, args: string[]): Promise<unknown> {
 }
 
 /**
- * The namespace is shared with the stage's other files, whose workers are unversioned: with a version of
- * this test current (its workers gone), their workflows would never start. Back to unversioned workers.
+ * With a version of this test current (its workers gone), unversioned workers in the namespace would never
+ * get a workflow again: back to unversioned, for whoever uses the namespace next.
  */
 async function leaveUnversioned(s: ProcessStack): Promise<void> {
   const service = s.client.workflowService;

@@ -13,6 +13,9 @@ import { POOL_NAMESPACES } from '../helpers/namespaces';
 
 const SCRIPT = path.join(REPO_ROOT, 'scripts', 'temporal-cluster.sh');
 
+/** The upgrade test's own namespace: its deployment's routing cannot strand other files' unversioned workers. */
+export const UPGRADES_NAMESPACE = 'lm-upgrades';
+
 export function clusterCommand(args: string[], port?: string): string {
   return execFileSync('bash', [SCRIPT, ...args], {
     env: {
@@ -44,7 +47,10 @@ export default function setup(project: TestProject): () => void {
   let env: Record<string, string>;
   try {
     env = Object.fromEntries(
-      clusterCommand(['up', dir, ...POOL_NAMESPACES], process.env.LIVEMERGE_CLUSTER_PORT ?? freeClusterPort())
+      clusterCommand(
+        ['up', dir, ...POOL_NAMESPACES, UPGRADES_NAMESPACE],
+        process.env.LIVEMERGE_CLUSTER_PORT ?? freeClusterPort(),
+      )
         .trim()
         .split('\n')
         .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
