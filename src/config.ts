@@ -25,6 +25,8 @@ export interface Config {
   locateTimeoutSeconds: number;
   temporalUiUrl: string;
   auditLogFile: string;
+  /** host:port a worker serves Prometheus metrics on (LIVEMERGE_METRICS_ADDRESS); undefined: none. */
+  metricsAddress: string | undefined;
 }
 
 /** Paths of PEM files; each one optional (a server CA of the system's store, no client certificate). */
@@ -71,7 +73,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     locateTimeoutSeconds: positiveNumber('LIVEMERGE_LOCATE_TIMEOUT', env.LIVEMERGE_LOCATE_TIMEOUT, 300),
     temporalUiUrl: env.LIVEMERGE_UI_URL ?? 'http://localhost:8233',
     auditLogFile: path.resolve(env.LIVEMERGE_AUDIT_LOG ?? path.join(dataDir, 'audit.jsonl')),
+    metricsAddress: listenAddress('LIVEMERGE_METRICS_ADDRESS', env.LIVEMERGE_METRICS_ADDRESS),
   };
+}
+
+/** `host:port` (an IPv6 host in brackets), checked here so that a typo fails at start, naming the variable. */
+function listenAddress(name: string, value: string | undefined): string | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s]+):(\d{1,5})$/.exec(v);
+  if (!m || Number(m[2]) > 65535)
+    throw new Error(
+      `${name} must be host:port (e.g. 127.0.0.1:9464 or [::1]:9464), not ${JSON.stringify(v)}`,
+    );
+  return v;
 }
 
 function temporalTls(env: NodeJS.ProcessEnv): TemporalTls | undefined {
