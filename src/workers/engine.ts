@@ -3,6 +3,7 @@ import { Worker } from '@temporalio/worker';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
 import { holdInterceptorsFromEnv } from '../testing/holds';
 import { livenessInterceptors } from './liveness-interceptor';
+import { logContextInterceptors } from './log-context';
 
 export interface EngineWorkerOptions {
   connection: NativeConnection;
@@ -22,6 +23,10 @@ export async function createEngineWorker(opts: EngineWorkerOptions): Promise<Wor
       ? { workflowBundle: opts.workflowBundle }
       : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? {},
-    interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+    interceptors: {
+      activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
+      // A pre-built bundle carries its own (test/helpers/temporal.ts bundles the same module).
+      ...(opts.workflowBundle ? {} : { workflowModules: [require.resolve('../workflows/log-context')] }),
+    },
   });
 }

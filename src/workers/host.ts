@@ -7,6 +7,7 @@ import type { LibvirtConnection } from '../libvirt';
 import { breakpointFromEnv, holdInterceptorsFromEnv } from '../testing/holds';
 import type { DomainXmls } from '../libvirt';
 import { livenessInterceptors } from './liveness-interceptor';
+import { logContextInterceptors } from './log-context';
 
 export interface HostAgentOptions {
   connection: NativeConnection;
@@ -30,7 +31,9 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
       namespace: opts.namespace,
       taskQueue: hostTaskQueue(opts.hostId),
       activities: createHostActivities({ ...opts, ...(breakpoint ? { breakpoint } : {}) }),
-      interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+      interceptors: {
+        activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
+      },
     }),
   ];
   if (opts.storage)
@@ -44,7 +47,9 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
           domainXmls: opts.domainXmls,
           ...(breakpoint ? { breakpoint } : {}),
         }),
-        interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+        interceptors: {
+          activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
+        },
       }),
     );
   return workers;
