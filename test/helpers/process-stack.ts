@@ -4,6 +4,10 @@
 // child configured only by environment, exactly as an operator runs them. Every part can be SIGKILLed and
 // restarted (the Temporal server on the same SQLite file); libvirtd can be restarted as a whole.
 //
+// With `temporalEnv` the workers use that server instead (the run's: dev server or production cluster, with
+// its TLS files), and no server is started. With `metrics` every worker serves Prometheus metrics on a port
+// of its own (LIVEMERGE_METRICS_ADDRESS, metricsAddress(part)).
+//
 // Holds (src/testing/holds.ts) go through LIVEMERGE_HOLD_DIR=<dir>/holds of every worker.
 // Logs: <dir>/logs/<part>.log (appended across restarts); `logTail()` for failure reports.
 // Everything this module started is SIGKILLed by stop(), and also when the test process exits.
@@ -21,7 +25,7 @@ import { Holds } from './holds';
 import { pollUntil } from './poll';
 import { freePort } from './procs';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
-import { REPO_ROOT } from '../../src/config';
+import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../../src/config';
 import { temporalHealthy } from '../../src/devstack/health';
 import { devServerArgs, temporalCliPath } from '../../src/devstack/temporal-server';
 
@@ -29,6 +33,8 @@ const exec = promisify(execFile);
 const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
 
 export type Part = 'temporal' | 'engine' | 'host' | 'storage';
+export type WorkerPart = Exclude<Part, 'temporal'>;
+const WORKER_PARTS: readonly WorkerPart[] = ['engine', 'host', 'storage'];
 
 interface Running {
   child: ChildProcess;
@@ -68,6 +74,14 @@ export interface ProcessStackOptions {
    * every host's URI (LIVEMERGE_HOST_URIS), and the engine asks both. Default: both use qemu:///system.
    */
   vmHostUri?: string;
+  /**
+   * An existing Temporal server for the workers (TEMPORAL_ADDRESS and, on the cluster, TEMPORAL_TLS_*: what
+   * test/helpers/temporal.ts temporalEnv() gives); its namespace `namespace` must exist. Default: a dev
+   * server of the stack's own.
+   */
+  temporalEnv?: Record<string, string>;
+  /** Every worker serves Prometheus metrics on a free port of its own (LIVEMERGE_METRICS_ADDRESS). */
+  metrics?: boolean;
 }
 
 export class ProcessStack {
@@ -87,6 +101,9 @@ export class ProcessStack {
   private readonly parts = new Map<Part, Running>();
   private stopped = false;
   readonly vmHostUri: string | undefined;
+  /** Set when the workers use an existing server (ProcessStackOptions.temporalEnv). */
+  private readonly externalTemporal: Record<string, string> | undefined;
+  private readonly metricsAddresses = new Map<WorkerPart, string>();
 
   private constructor(
     readonly dir: string,
@@ -96,6 +113,7 @@ export class ProcessStack {
     this.storageHostId = opts.storageHostId ?? 'fault-b';
     this.namespace = opts.namespace ?? 'livemerge-faults';
     this.vmHostUri = opts.vmHostUri;
+    this.externalTemporal = opts.temporalEnv;
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
@@ -112,10 +130,18 @@ export class ProcessStack {
     try {
       for (const d of [s.storageRoot, s.holdDir, s.logDir]) await fsp.mkdir(d, { recursive: true });
       await fsp.chmod(s.storageRoot, 0o755);
-      s.address = `127.0.0.1:${await freePort()}`;
-      s.uiPort = await freePort();
-      await s.startPart('temporal');
-      s.connection = await Connection.connect({ address: s.address });
+      if (opts.metrics)
+        for (const p of WORKER_PARTS) s.metricsAddresses.set(p, `127.0.0.1:${await freePort()}`);
+      if (s.externalTemporal) {
+        const config = loadConfig(s.externalTemporal);
+        s.address = config.temporalAddress;
+        s.connection = await Connection.connect(temporalConnectionOptions(config));
+      } else {
+        s.address = `127.0.0.1:${await freePort()}`;
+        s.uiPort = await freePort();
+        await s.startPart('temporal');
+        s.connection = await Connection.connect({ address: s.address });
+      }
       s.client = new Client({ connection: s.connection, namespace: s.namespace });
       await Promise.all((['engine', 'host', 'storage'] as const).map((p) => s.startPart(p)));
       return s;
@@ -164,9 +190,11 @@ export class ProcessStack {
           LIBVIRT_DEFAULT_URI: part === 'host' ? this.vmHostUri : 'qemu:///system',
         }
       : { LIVEMERGE_HOST_URIS: `${this.hostId}=qemu:///system` };
+    const metrics = part === 'temporal' ? undefined : this.metricsAddresses.get(part);
     return {
       ...env,
-      TEMPORAL_ADDRESS: this.address,
+      ...(this.externalTemporal ?? { TEMPORAL_ADDRESS: this.address }),
+      ...(metrics ? { LIVEMERGE_METRICS_ADDRESS: metrics } : {}),
       TEMPORAL_NAMESPACE: this.namespace,
       LIVEMERGE_DATA_DIR: path.join(this.dir, 'data'),
       LIVEMERGE_STORAGE_ROOT: this.storageRoot,
@@ -176,6 +204,13 @@ export class ProcessStack {
       LIVEMERGE_HOLD_DIR: this.holdDir,
       ...twoHosts,
     };
+  }
+
+  /** Where a worker serves its Prometheus metrics (ProcessStackOptions.metrics). */
+  metricsAddress(part: WorkerPart): string {
+    const a = this.metricsAddresses.get(part);
+    if (!a) throw new Error('the stack was started without metrics');
+    return a;
   }
 
   logFile(part: Part): string {
@@ -190,6 +225,7 @@ export class ProcessStack {
   /** Starts a part that is not running; resolves once it serves (server healthy, worker polling). */
   async startPart(part: Part): Promise<void> {
     if (this.stopped) throw new Error('the stack is stopped');
+    if (part === 'temporal' && this.externalTemporal) throw new Error('the stack uses an existing server');
     if (this.pid(part) !== undefined) throw new Error(`${part} is already running`);
     const { cmd, args } = this.command(part);
     const log = fs.openSync(this.logFile(part), 'a');
@@ -264,7 +300,7 @@ export class ProcessStack {
 
   /** Every part runs and every worker polls again (after a server restart they reconnect by themselves). */
   async waitHealthy(timeoutMs = 60_000): Promise<void> {
-    for (const part of ['temporal', 'engine', 'host', 'storage'] as const) {
+    for (const part of this.externalTemporal ? WORKER_PARTS : (['temporal', ...WORKER_PARTS] as const)) {
       if (this.pid(part) === undefined) throw new Error(`${part} is not running:\n${this.logTail(part)}`);
       await this.waitServing(part, timeoutMs);
     }
