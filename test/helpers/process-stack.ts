@@ -4,10 +4,6 @@
 // child configured only by environment, exactly as an operator runs them. Every part can be SIGKILLed and
 // restarted (the Temporal server on the same SQLite file); libvirtd can be restarted as a whole.
 //
-// With `temporalEnv` the workers use that server instead (the run's: dev server or production cluster, with
-// its TLS files), and no server is started. With `metrics` every worker serves Prometheus metrics on a port
-// of its own (LIVEMERGE_METRICS_ADDRESS, metricsAddress(part)).
-//
 // Holds (src/testing/holds.ts) go through LIVEMERGE_HOLD_DIR=<dir>/holds of every worker.
 // Logs: <dir>/logs/<part>.log (appended across restarts); `logTail()` for failure reports.
 // Everything this module started is SIGKILLed by stop(), and also when the test process exits.
@@ -33,8 +29,6 @@ const exec = promisify(execFile);
 const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
 
 export type Part = 'temporal' | 'engine' | 'host' | 'storage';
-export type WorkerPart = Exclude<Part, 'temporal'>;
-const WORKER_PARTS: readonly WorkerPart[] = ['engine', 'host', 'storage'];
 
 interface Running {
   child: ChildProcess;
@@ -75,14 +69,16 @@ export interface ProcessStackOptions {
    */
   vmHostUri?: string;
   /**
-   * An existing Temporal server for the workers (TEMPORAL_ADDRESS and, on the cluster, TEMPORAL_TLS_*: what
-   * test/helpers/temporal.ts temporalEnv() gives); its namespace `namespace` must exist. Default: a dev
-   * server of the stack's own.
+   * An external Temporal server instead of a dev server of the stack's own (the production stage's
+   * cluster): the TEMPORAL_* variables its clients need (temporalEnv() of test/helpers/temporal.ts). The
+   * namespace must exist there. The stack neither starts nor kills it.
    */
-  temporalEnv?: Record<string, string>;
-  /** Every worker serves Prometheus metrics on a free port of its own (LIVEMERGE_METRICS_ADDRESS). */
-  metrics?: boolean;
+  externalTemporal?: Record<string, string>;
+  /** More environment for one worker part (e.g. its metrics address). */
+  workerEnv?: Partial<Record<WorkerPart, Record<string, string>>>;
 }
+
+type WorkerPart = Exclude<Part, 'temporal'>;
 
 export class ProcessStack {
   readonly hostId: string;
@@ -101,9 +97,8 @@ export class ProcessStack {
   private readonly parts = new Map<Part, Running>();
   private stopped = false;
   readonly vmHostUri: string | undefined;
-  /** Set when the workers use an existing server (ProcessStackOptions.temporalEnv). */
   private readonly externalTemporal: Record<string, string> | undefined;
-  private readonly metricsAddresses = new Map<WorkerPart, string>();
+  private readonly workerEnv: ProcessStackOptions['workerEnv'];
 
   private constructor(
     readonly dir: string,
@@ -113,7 +108,8 @@ export class ProcessStack {
     this.storageHostId = opts.storageHostId ?? 'fault-b';
     this.namespace = opts.namespace ?? 'livemerge-faults';
     this.vmHostUri = opts.vmHostUri;
-    this.externalTemporal = opts.temporalEnv;
+    this.externalTemporal = opts.externalTemporal;
+    this.workerEnv = opts.workerEnv;
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
@@ -130,8 +126,6 @@ export class ProcessStack {
     try {
       for (const d of [s.storageRoot, s.holdDir, s.logDir]) await fsp.mkdir(d, { recursive: true });
       await fsp.chmod(s.storageRoot, 0o755);
-      if (opts.metrics)
-        for (const p of WORKER_PARTS) s.metricsAddresses.set(p, `127.0.0.1:${await freePort()}`);
       if (s.externalTemporal) {
         const config = loadConfig(s.externalTemporal);
         s.address = config.temporalAddress;
@@ -190,11 +184,9 @@ export class ProcessStack {
           LIBVIRT_DEFAULT_URI: part === 'host' ? this.vmHostUri : 'qemu:///system',
         }
       : { LIVEMERGE_HOST_URIS: `${this.hostId}=qemu:///system` };
-    const metrics = part === 'temporal' ? undefined : this.metricsAddresses.get(part);
     return {
       ...env,
-      ...(this.externalTemporal ?? { TEMPORAL_ADDRESS: this.address }),
-      ...(metrics ? { LIVEMERGE_METRICS_ADDRESS: metrics } : {}),
+      TEMPORAL_ADDRESS: this.address,
       TEMPORAL_NAMESPACE: this.namespace,
       LIVEMERGE_DATA_DIR: path.join(this.dir, 'data'),
       LIVEMERGE_STORAGE_ROOT: this.storageRoot,
@@ -203,14 +195,9 @@ export class ProcessStack {
       LIBVIRT_DEFAULT_URI: 'qemu:///system',
       LIVEMERGE_HOLD_DIR: this.holdDir,
       ...twoHosts,
+      ...this.externalTemporal,
+      ...(part !== 'temporal' ? this.workerEnv?.[part] : undefined),
     };
-  }
-
-  /** Where a worker serves its Prometheus metrics (ProcessStackOptions.metrics). */
-  metricsAddress(part: WorkerPart): string {
-    const a = this.metricsAddresses.get(part);
-    if (!a) throw new Error('the stack was started without metrics');
-    return a;
   }
 
   logFile(part: Part): string {
@@ -225,7 +212,7 @@ export class ProcessStack {
   /** Starts a part that is not running; resolves once it serves (server healthy, worker polling). */
   async startPart(part: Part): Promise<void> {
     if (this.stopped) throw new Error('the stack is stopped');
-    if (part === 'temporal' && this.externalTemporal) throw new Error('the stack uses an existing server');
+    if (part === 'temporal' && this.externalTemporal) throw new Error('the Temporal server is external');
     if (this.pid(part) !== undefined) throw new Error(`${part} is already running`);
     const { cmd, args } = this.command(part);
     const log = fs.openSync(this.logFile(part), 'a');
@@ -271,7 +258,7 @@ export class ProcessStack {
   }
 
   /** True when the worker process `pid` polls all of its task queues (its identity is `<pid>@host`). */
-  private async polling(part: Exclude<Part, 'temporal'>, pid: number): Promise<boolean> {
+  private async polling(part: WorkerPart, pid: number): Promise<boolean> {
     const queues: Array<[string, 'workflow' | 'activity']> =
       part === 'engine'
         ? [[ENGINE_TASK_QUEUE, 'workflow']]
@@ -300,7 +287,8 @@ export class ProcessStack {
 
   /** Every part runs and every worker polls again (after a server restart they reconnect by themselves). */
   async waitHealthy(timeoutMs = 60_000): Promise<void> {
-    for (const part of this.externalTemporal ? WORKER_PARTS : (['temporal', ...WORKER_PARTS] as const)) {
+    for (const part of ['temporal', 'engine', 'host', 'storage'] as const) {
+      if (part === 'temporal' && this.externalTemporal) continue;
       if (this.pid(part) === undefined) throw new Error(`${part} is not running:\n${this.logTail(part)}`);
       await this.waitServing(part, timeoutMs);
     }

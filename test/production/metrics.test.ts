@@ -17,7 +17,6 @@ import { StorageDomain } from '../../src/storage/storage-domain';
 import type { RemoveSnapshotResult } from '../../src/workflows/remove-snapshot';
 import { writeThroughGuest } from '../helpers/data';
 import { pollUntil } from '../helpers/poll';
-import type { WorkerPart } from '../helpers/process-stack';
 import { ProcessStack } from '../helpers/process-stack';
 import { freePort } from '../helpers/procs';
 import { NAMESPACE, atFileEnd, temporalEnv } from '../helpers/temporal';
@@ -25,7 +24,8 @@ import { createTestVm } from '../helpers/vm-fixture';
 
 const PROMETHEUS = '/usr/bin/prometheus';
 const MiB = 1 << 20;
-const PARTS: WorkerPart[] = ['engine', 'host', 'storage'];
+const PARTS = ['engine', 'host', 'storage'] as const;
+type WorkerPart = (typeof PARTS)[number];
 
 let stack: ProcessStack;
 let promUrl = '';
@@ -109,18 +109,16 @@ beforeAll(async () => {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'lm-metrics-'));
   atFileEnd(() => fsp.rm(dir, { recursive: true, force: true }));
   const suffix = randomUUID().slice(0, 8);
+  const targets = {} as Record<WorkerPart, string>;
+  for (const p of PARTS) targets[p] = `127.0.0.1:${await freePort()}`;
   stack = await ProcessStack.start({
-    temporalEnv: temporalEnv(),
+    externalTemporal: temporalEnv(),
     namespace: NAMESPACE,
-    metrics: true,
+    workerEnv: Object.fromEntries(PARTS.map((p) => [p, { LIVEMERGE_METRICS_ADDRESS: targets[p] }])),
     hostId: `metrics-a-${suffix}`,
     storageHostId: `metrics-b-${suffix}`,
   });
   atFileEnd(() => stack.stop());
-  const targets = Object.fromEntries(PARTS.map((p) => [p, stack.metricsAddress(p)])) as Record<
-    WorkerPart,
-    string
-  >;
   promUrl = await startPrometheus(dir, targets);
 });
 
