@@ -1,8 +1,9 @@
 // Metrics and logs of real worker processes (docs/operations.md): the engine and two host agents, each
 // `node bin/livemerge.cjs worker ...` with LIVEMERGE_METRICS_ADDRESS, on the run's Temporal server; Debian's
 // Prometheus scrapes them every second; a live merge runs, and Prometheus's HTTP API must then show that
-// merge's counters, its duration, its committed bytes, the notice latency and the SDK's own metrics. The
-// agent's log of the merge is one JSON object per line with the workflow's ids and the VM.
+// merge's counters (and a failed removal's), its duration, its committed bytes, the notice latency and the
+// SDK's own metrics. The agent's log of the merge is one JSON object per line with the workflow's ids and
+// the VM.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -164,6 +165,19 @@ describe('metrics and logs of the worker processes', () => {
         );
         expect(Number(sum.value[1])).toBeGreaterThan(0.5); // the throttled copy alone takes ~1 s
       }
+      // A failed removal (no disk has the snapshot) is counted with what it knew: nothing about a disk.
+      const missing = randomUUID();
+      await expect(
+        stack.client.workflow.execute('removeSnapshot', {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: `remove-snapshot:${vm.uuid}:${missing}`,
+          args: [{ vmId: vm.uuid, snapshotId: missing }],
+        }),
+      ).rejects.toThrow();
+      const failed = await untilSample(
+        `livemerge_merges_total{${ns},workflowType="removeSnapshot",kind="unknown",mode="unknown",outcome="failed"}`,
+      );
+      expect(Number(failed.value[1])).toBe(1);
       // From the host unit on the VM's agent.
       const bytes = await untilSample(`livemerge_bytes_committed_total{${ns},jobKind="active-commit"}`);
       expect(bytes.metric.job).toBe('livemerge-host');
