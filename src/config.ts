@@ -29,6 +29,8 @@ export interface Config {
   deploymentName: string | undefined;
   /** This build's id in the deployment (LIVEMERGE_BUILD_ID); a worker needs both or neither. */
   buildId: string | undefined;
+  /** host:port a worker serves Prometheus metrics on (LIVEMERGE_METRICS_ADDRESS); undefined: none. */
+  metricsAddress: string | undefined;
 }
 
 /** A Worker Deployment version: the deployment's name and one build of it. */
@@ -88,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     auditLogFile: path.resolve(env.LIVEMERGE_AUDIT_LOG ?? path.join(dataDir, 'audit.jsonl')),
     deploymentName: deploymentName(env.LIVEMERGE_DEPLOYMENT),
     buildId: env.LIVEMERGE_BUILD_ID?.trim() || undefined,
+    metricsAddress: listenAddress('LIVEMERGE_METRICS_ADDRESS', env.LIVEMERGE_METRICS_ADDRESS),
   };
 }
 
@@ -116,6 +119,18 @@ export function workerDeploymentVersion(
   return { deploymentName, buildId };
 }
 
+/** `host:port` (an IPv6 host in brackets), checked here so that a typo fails at start, naming the variable. */
+function listenAddress(name: string, value: string | undefined): string | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  const m = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]\s]+):(\d{1,5})$/.exec(v);
+  if (!m || Number(m[2]) > 65535)
+    throw new ConfigError(
+      `${name} must be host:port (e.g. 127.0.0.1:9464 or [::1]:9464), not ${JSON.stringify(v)}`,
+    );
+  return v;
+}
+
 function temporalTls(env: NodeJS.ProcessEnv): TemporalTls | undefined {
   const tls: TemporalTls = {};
   if (env.TEMPORAL_TLS_CERT) tls.certFile = path.resolve(env.TEMPORAL_TLS_CERT);
@@ -123,7 +138,9 @@ function temporalTls(env: NodeJS.ProcessEnv): TemporalTls | undefined {
   if (env.TEMPORAL_TLS_CA) tls.caFile = path.resolve(env.TEMPORAL_TLS_CA);
   if (env.TEMPORAL_TLS_SERVER_NAME) tls.serverName = env.TEMPORAL_TLS_SERVER_NAME;
   if (!tls.certFile !== !tls.keyFile)
-    throw new Error('TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: a client certificate needs its key');
+    throw new ConfigError(
+      'TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together: a client certificate needs its key',
+    );
   const on = Object.keys(tls).length > 0 || env.TEMPORAL_TLS === 'true';
   return on ? tls : undefined;
 }
@@ -149,7 +166,7 @@ export function temporalConnectionOptions(
       try {
         return fs.readFileSync(file);
       } catch (err) {
-        throw new Error(`${name} ${file}: ${err instanceof Error ? err.message : String(err)}`);
+        throw new ConfigError(`${name} ${file}: ${err instanceof Error ? err.message : String(err)}`);
       }
     };
     opts.tls = {};
@@ -172,7 +189,7 @@ export function parseHostUris(value: string): Record<string, string> {
     if (entry === '') continue;
     const eq = entry.indexOf('=');
     if (eq <= 0 || eq === entry.length - 1)
-      throw new Error(`LIVEMERGE_HOST_URIS: entry ${JSON.stringify(entry)} is not id=uri`);
+      throw new ConfigError(`LIVEMERGE_HOST_URIS: entry ${JSON.stringify(entry)} is not id=uri`);
     out[entry.slice(0, eq).trim()] = entry.slice(eq + 1).trim();
   }
   return out;
@@ -183,7 +200,7 @@ export function formatHostUris(uris: Record<string, string>): string {
   return Object.entries(uris)
     .map(([id, uri]) => {
       if (id.includes('=') || id.includes(',') || uri.includes(','))
-        throw new Error(`host ${id} (${uri}): neither id nor URI may contain ','; an id no '='`);
+        throw new ConfigError(`host ${id} (${uri}): neither id nor URI may contain ','; an id no '='`);
       return `${id}=${uri}`;
     })
     .join(',');
@@ -193,6 +210,6 @@ function positiveNumber(name: string, value: string | undefined, fallback: numbe
   if (value === undefined || value === '') return fallback;
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0)
-    throw new Error(`${name} must be a positive number of seconds, not ${value}`);
+    throw new ConfigError(`${name} must be a positive number of seconds, not ${value}`);
   return n;
 }

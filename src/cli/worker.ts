@@ -10,11 +10,13 @@ export function registerWorker(program: Command): void {
     .description('the workflow worker on livemerge-engine')
     .action(async () => {
       const { connectWorker } = await import('../workers/connection');
+      const { installTelemetry } = await import('../workers/telemetry');
       const { createEngineWorker } = await import('../workers/engine');
       const { runUntilShutdown } = await import('../workers/run');
       const { createEngineActivities } = await import('../activities/engine');
       const { AuditLog } = await import('../audit/audit-log');
       const config = loadConfig();
+      installTelemetry(config); // before the connection: the Runtime is made once, with its first use
       const deployment = workerDeploymentVersion(config);
       const connection = await connectWorker(config);
       const w = await createEngineWorker({
@@ -38,10 +40,12 @@ export function registerWorker(program: Command): void {
     .action(async (opts: { hostId: string; storage?: boolean }) => {
       if (!isHostId(opts.hostId)) throw new UsageError(`invalid --host-id ${JSON.stringify(opts.hostId)}`);
       const { connectWorker } = await import('../workers/connection');
+      const { installTelemetry } = await import('../workers/telemetry');
       const { createHostWorkers } = await import('../workers/host');
       const { runUntilShutdown } = await import('../workers/run');
       const { fleetDomainXmls, libvirtProvider } = await import('../workers/libvirt-provider');
       const config = loadConfig({ ...process.env, LIVEMERGE_HOST_ID: opts.hostId });
+      installTelemetry(config);
       const deployment = workerDeploymentVersion(config);
       const connection = await connectWorker(config);
       const libvirt = libvirtProvider(config.libvirtUri);

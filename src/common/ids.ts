@@ -21,3 +21,10 @@ const HOST_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 export function isHostId(value: unknown): value is string {
   return typeof value === 'string' && HOST_ID_RE.test(value);
 }
+
+/** The VM a workflow's or activity's input names (its first argument's `vmId`), for log records. */
+export function vmIdOfArgs(args: readonly unknown[]): string | undefined {
+  const first = args[0];
+  if (typeof first !== 'object' || first === null || !('vmId' in first)) return undefined;
+  return isUuid(first.vmId) ? first.vmId : undefined;
+}

@@ -138,14 +138,20 @@ export async function devUp(
         args: ['worker', 'engine'],
         queue: ENGINE_TASK_QUEUE,
         kind: 'workflow' as const,
-        env: { ...process.env, ...shared },
+        env: { ...process.env, ...shared, ...metricsEnv(config, 0) },
       },
-      ...hosts.map((h) => ({
+      ...hosts.map((h, i) => ({
         name: `host-${h.id}`,
         args: ['worker', 'host', '--host-id', h.id, ...(h.storage ? ['--storage'] : [])],
         queue: hostTaskQueue(h.id),
         kind: 'activity' as const,
-        env: { ...process.env, ...shared, LIBVIRT_DEFAULT_URI: h.uri, LIVEMERGE_HOST_ID: h.id },
+        env: {
+          ...process.env,
+          ...shared,
+          ...metricsEnv(config, i + 1),
+          LIBVIRT_DEFAULT_URI: h.uri,
+          LIVEMERGE_HOST_ID: h.id,
+        },
       })),
     ];
     for (const w of workers) {
@@ -274,4 +280,17 @@ export async function devStatus(config: Config): Promise<PartStatus[]> {
     await connection?.close();
   }
   return out;
+}
+
+/**
+ * The dev stack's workers share one machine, so one LIVEMERGE_METRICS_ADDRESS (host:P) cannot be everyone's:
+ * the engine serves on P and the n-th host's agent on P+n.
+ */
+function metricsEnv(config: Pick<Config, 'metricsAddress'>, offset: number): Record<string, string> {
+  const a = config.metricsAddress;
+  if (!a) return {};
+  const colon = a.lastIndexOf(':');
+  const port = Number(a.slice(colon + 1)) + offset;
+  if (port > 65535) throw new Error(`LIVEMERGE_METRICS_ADDRESS ${a}: no port left for worker ${offset}`);
+  return { LIVEMERGE_METRICS_ADDRESS: `${a.slice(0, colon)}:${port}` };
 }

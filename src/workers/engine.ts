@@ -5,6 +5,7 @@ import type { DeploymentVersion } from '../config';
 import { holdInterceptorsFromEnv } from '../testing/holds';
 import { livenessInterceptors } from './liveness-interceptor';
 import { deploymentOptions } from './versioning';
+import { logContextInterceptors } from './log-context';
 
 export interface EngineWorkerOptions {
   connection: NativeConnection;
@@ -26,7 +27,11 @@ export async function createEngineWorker(opts: EngineWorkerOptions): Promise<Wor
       ? { workflowBundle: opts.workflowBundle }
       : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? {},
-    interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+    interceptors: {
+      activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
+      // A pre-built bundle carries its own (test/helpers/temporal.ts bundles the same module).
+      ...(opts.workflowBundle ? {} : { workflowModules: [require.resolve('../workflows/log-context')] }),
+    },
     ...deploymentOptions(opts.deployment),
   });
 }

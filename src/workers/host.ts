@@ -9,6 +9,7 @@ import { breakpointFromEnv, holdInterceptorsFromEnv } from '../testing/holds';
 import type { DomainXmls } from '../libvirt';
 import { livenessInterceptors } from './liveness-interceptor';
 import { deploymentOptions } from './versioning';
+import { logContextInterceptors } from './log-context';
 
 export interface HostAgentOptions {
   connection: NativeConnection;
@@ -34,7 +35,9 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
       namespace: opts.namespace,
       taskQueue: hostTaskQueue(opts.hostId),
       activities: createHostActivities({ ...opts, ...(breakpoint ? { breakpoint } : {}) }),
-      interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+      interceptors: {
+        activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
+      },
       ...deploymentOptions(opts.deployment),
     }),
   ];
@@ -49,7 +52,9 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
           domainXmls: opts.domainXmls,
           ...(breakpoint ? { breakpoint } : {}),
         }),
-        interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+        interceptors: {
+          activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
+        },
         ...deploymentOptions(opts.deployment),
       }),
     );

@@ -18,6 +18,7 @@ import { hostActivities, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
 import { failureType, parseInput } from './failures';
 import { mergeDiskV1 } from './merge-disk-v1';
+import { MergeMetric } from './metrics';
 import { ProgressTracker } from './progress';
 import type { ParsedMergeDiskInput } from './merge-steps';
 import {
@@ -38,12 +39,19 @@ const HOST_UNIT_PATCH = 'livemerge-merge-on-host';
 type Host = ReturnType<typeof hostActivities>;
 
 export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
-  if (!patched(HOST_UNIT_PATCH)) return await mergeDiskV1(raw);
+  const metric = new MergeMetric();
+  return await metric.around(async () => {
+    if (!patched(HOST_UNIT_PATCH)) return await mergeDiskV1(raw);
+    return await mergeDiskOnHost(raw, metric);
+  });
+}
 
+async function mergeDiskOnHost(raw: MergeDiskInput, metric: MergeMetric): Promise<MergeDiskResult> {
   // 1. Validate: a bad input ends here, before any side effect.
   const tracker = new ProgressTracker('mergeDisk');
   const input = validated(tracker, () => parseInput(MergeDiskInput, raw));
   tracker.vm(input.vmId);
+  metric.labels.direction = input.direction;
   const toParent = parentReporter(input.imageId, tracker);
 
   // 2. Inspect, on the VM's host: the plan is decided once against the VM's real chains.
@@ -63,6 +71,8 @@ export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
   }
   toParent.target = plan.diskTarget;
   tracker.host(hostId, plan.mode);
+  metric.labels.mode = plan.mode;
+  metric.labels.kind = plan.topIsLeaf ? 'active' : 'intermediate';
   tracker.bytes(0, plan.capacity);
   const summary = summaryOf(input, plan);
   const job = jobOf(input, plan);

@@ -16,6 +16,7 @@ import { hostActivities, storage } from './activities';
 import { audit, locateHost, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
 import { mergeDisk } from './merge-disk';
+import { MergeMetric } from './metrics';
 import { ProgressTracker, initialProgress, progressQuery } from './progress';
 import { diskProgressSignal } from './signals';
 
@@ -24,6 +25,14 @@ export type { RemoveSnapshotResult };
 type DiskProgress = RemoveSnapshotProgress['disks'][number];
 
 export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSnapshotResult> {
+  const metric = new MergeMetric();
+  return await metric.around(() => removeSnapshotOf(raw, metric));
+}
+
+async function removeSnapshotOf(
+  raw: RemoveSnapshotInput,
+  metric: MergeMetric,
+): Promise<RemoveSnapshotResult> {
   const tracker = new ProgressTracker('removeSnapshot', undefined, false);
   const disks: DiskProgress[] = [];
   setHandler(progressQuery, () => aggregate(tracker.state, disks));
@@ -34,6 +43,7 @@ export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSn
 
   const input = validated(tracker, () => parseInput(RemoveSnapshotInput, raw));
   tracker.vm(input.vmId);
+  metric.labels.direction = input.direction;
   tracker.stage('inspecting');
   const located = await locateHost(input.vmId, input.hostId);
   tracker.host(located.hostId);
@@ -50,6 +60,8 @@ export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSn
     const top = chain.find((v) => v.parentId === base.volumeId);
     if (!top) fail('ChainMismatch', `volume ${base.volumeId} of snapshot ${input.snapshotId} has no child`);
     merges.push({ target: disk.target, chain, base, top });
+    // The snapshot's child is the disk's leaf: the disks' active layer is merged (all disks alike).
+    metric.labels.kind = top.volumeId === volumeId ? 'active' : 'intermediate';
   }
   if (merges.length === 0)
     fail('SnapshotNotFound', `no disk of VM ${input.vmId} has a volume of snapshot ${input.snapshotId}`);
@@ -77,7 +89,9 @@ export async function removeSnapshot(raw: RemoveSnapshotInput): Promise<RemoveSn
           },
         ],
       });
-      return await child.result();
+      const merged = await child.result();
+      metric.labels.mode = merged.mode;
+      return merged;
     }),
   );
 

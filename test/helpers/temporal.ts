@@ -78,6 +78,8 @@ let bundle: ReturnType<typeof bundleWorkflowCode> | undefined;
 export function workflowBundle(): ReturnType<typeof bundleWorkflowCode> {
   bundle ??= bundleWorkflowCode({
     workflowsPath: path.resolve(__dirname, '../../src/workflows/index.ts'),
+    // What the engine bundles (src/workers/engine.ts), so that replay runs the same interceptors.
+    workflowInterceptorModules: [path.resolve(__dirname, '../../src/workflows/log-context.ts')],
     logger: { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} },
   });
   return bundle;

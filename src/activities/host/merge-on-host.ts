@@ -4,6 +4,7 @@
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { HostStageReport } from '../../common/host-stage';
 import { HOST_STAGE_SIGNAL } from '../../common/host-stage';
+import { livemergeMetrics } from '../../common/metrics';
 import { noBreakpoint } from '../breakpoints';
 import type { HostActivities, MergeOnHostResult } from '../contracts';
 import { nonRetryable } from '../failures';
@@ -13,7 +14,7 @@ import { verifyChains } from './verify';
 import type { HoldRef } from './vm-hold';
 import { holdVm, releaseVm } from './vm-hold';
 import { withVm } from './vm';
-import { makeWaitForJob } from './wait-for-job';
+import { waitForJobEvent } from './wait-for-job';
 
 /** How long a stage report may take before the unit goes on without it (Temporal may be down). */
 const REPORT_FLUSH_MS = 5_000;
@@ -28,9 +29,10 @@ const REPORT_FLUSH_MS = 5_000;
  */
 export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOnHost'] {
   const breakpoint = deps.breakpoint ?? noBreakpoint;
-  const waitForJob = makeWaitForJob(deps);
+  const waitForJob = waitForJobEvent(deps);
   return async (input) => {
     const ctx = Context.current();
+    const metrics = livemergeMetrics(ctx.metricMeter);
     const attempt = ctx.info.attempt;
     const report = stageReporter(ctx);
     const conn = await deps.libvirt();
@@ -62,8 +64,13 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
         report({ stage: 'copying', cur, end, attempt });
         await breakpoint('copying');
         const active = input.jobKind === 'active-commit';
-        const waited = await waitForJob({ ...input, expect: active ? 'ready' : 'completed' });
+        const seen = await waitForJob({ ...input, expect: active ? 'ready' : 'completed' });
+        const waited = seen.result;
         ({ cur, end } = waited);
+        // The unit's next libvirt call on the job (pivot, or the chain check) is how it acts on the event.
+        const noticed = (event: 'ready' | 'completed') => {
+          if (seen.eventAt !== undefined) metrics.noticeLatency(performance.now() - seen.eventAt, { event });
+        };
         if (waited.outcome === 'vm-stopped')
           throw nonRetryable(
             'VmCrashed',
@@ -78,11 +85,12 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
           // A cancellation that arrived while READY wins over the pivot that has not been issued yet.
           if (ctx.cancellationSignal.aborted) throw new CancelledFailure('cancelled before the pivot');
           report({ stage: 'pivoting', cur, end, attempt });
+          noticed('ready');
           pivotCalled = true;
           pivot = await withVm(conn, input.vmId, (dom) => pivotDisk(dom, input));
           ctx.log.info('mergeOnHost: pivot', { pivot, attempt, disk: input.diskTarget });
           await breakpoint('pivot-returned', { cancellable: false });
-        }
+        } else noticed('completed');
       }
       pivotCalled = true; // a completed job is past the point of no return too
       report({ stage: 'verifying', cur: end, end, attempt });
@@ -90,6 +98,8 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
       await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
       terminal = true;
       if (hold) await release(conn, input.vmId, hold);
+      // Counted by the attempt that finished the job's work (an adopted job's total too, once).
+      if (start !== 'already-done') metrics.bytesCommitted(end, { jobKind: input.jobKind });
       return { start, pivot, cur: end, end, attempt };
     } catch (err) {
       if (!pivotCalled && ctx.cancellationDetails?.cancelRequested) {

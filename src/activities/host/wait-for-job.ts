@@ -15,15 +15,33 @@ const STATUS_NAME: Record<number, string> = { 0: 'COMPLETED', 1: 'FAILED', 2: 'C
  * job. A vanished job proves nothing: the outcome is decided by reading the chain again.
  */
 export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJob'] {
+  const wait = waitForJobEvent(deps);
+  return async (input) => (await wait(input)).result;
+}
+
+/** What ended a wait, and when libvirt's event it waited for reached this process (for the notice latency). */
+export interface WaitSeen {
+  result: WaitResult;
+  /** performance.now() of the awaited READY/COMPLETED event, when one arrived. */
+  eventAt: number | undefined;
+}
+
+/** waitForJob for the host unit, which also learns when the awaited event arrived. */
+export function waitForJobEvent(
+  deps: HostActivityDeps,
+): (input: Parameters<HostActivities['waitForJob']>[0]) => Promise<WaitSeen> {
   const pollMs = deps.jobPollMs ?? 100;
   return async (input) => {
     const ctx = Context.current();
     const conn = await deps.libvirt();
     let wake: () => void = () => undefined;
     let lastEvent: number | undefined;
+    let eventAt: number | undefined;
+    const awaited = input.expect === 'ready' ? BlockJobStatus.READY : BlockJobStatus.COMPLETED;
     const offJob = conn.onBlockJob((e) => {
       if (e.domainUuid !== input.vmId || e.disk !== input.diskTarget) return;
       lastEvent = e.status;
+      if (e.status === awaited) eventAt ??= e.receivedAt;
       wake();
     });
     const offLife = conn.onLifecycle((e) => {
@@ -31,15 +49,16 @@ export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJ
     });
     let cur = 0;
     let end = 0;
+    const seen = (result: WaitResult): WaitSeen => ({ result, eventAt });
     try {
       for (;;) {
         // The fast path: libvirt's own READY/COMPLETED event ends the wait with no further round trip
         // (a job that merely vanished still goes through the chain check below, and step 6 re-reads
         // every chain before anything is deleted).
         if (input.expect === 'ready' && lastEvent === BlockJobStatus.READY)
-          return { outcome: 'ready', cur: end, end };
+          return seen({ outcome: 'ready', cur: end, end });
         if (input.expect === 'completed' && lastEvent === BlockJobStatus.COMPLETED)
-          return { outcome: 'completed', cur: end, end };
+          return seen({ outcome: 'completed', cur: end, end });
         const woken = new Promise<void>((r) => (wake = r));
         const polled = withVm(conn, input.vmId, async (dom): Promise<WaitResult | undefined> => {
           if (!isActive(await stateOf(dom))) return await afterStop(dom, input, cur, end);
@@ -80,7 +99,7 @@ export function makeWaitForJob(deps: HostActivityDeps): HostActivities['waitForJ
           polled.catch(() => undefined);
           continue;
         }
-        if (step) return step;
+        if (step) return seen(step);
         await Promise.race([woken, ctx.sleep(pollMs), ctx.cancelled]);
       }
     } finally {
