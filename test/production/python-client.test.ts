@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DOCS_FILE, PYTHON_EXAMPLE_FILE, extractPythonExample } from '../../scripts/gen-api-docs';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { REPO_ROOT } from '../../src/config';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
@@ -24,7 +25,6 @@ import type { TestVm } from '../helpers/vm-fixture';
 import { createTempDir } from '../helpers/vm-fixture';
 import { createSnapshot } from '../helpers/workflows';
 
-const PYTHON_EXAMPLE = path.join(REPO_ROOT, 'examples', 'python', 'remove_snapshot.py');
 const PYTHON = path.join(REPO_ROOT, '.tools', 'venv', 'bin', 'python');
 
 /** One line of the example's stdout. */
@@ -44,7 +44,7 @@ interface PythonRun {
 /** Starts the example; the child sees the run's Temporal settings and the file's namespace, nothing else. */
 function runPython(args: string[]): PythonRun {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TEMPORAL_')));
-  const child = spawn(PYTHON, [PYTHON_EXAMPLE, ...args], {
+  const child = spawn(PYTHON, [PYTHON_EXAMPLE_FILE, ...args], {
     env: { ...env, ...temporalEnv(), TEMPORAL_NAMESPACE: NAMESPACE },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -95,6 +95,12 @@ describe('the Python client (examples/python/remove_snapshot.py, PyPI temporalio
   afterAll(async () => {
     s?.holds?.releaseAll();
     await vm?.cleanup();
+  });
+
+  it('is the program docs/api.md shows', async () => {
+    expect(extractPythonExample(await fs.readFile(DOCS_FILE, 'utf8'))).toBe(
+      await fs.readFile(PYTHON_EXAMPLE_FILE, 'utf8'),
+    );
   });
 
   it('removes the snapshot: progress answered mid-merge, the result, every byte kept', async () => {
