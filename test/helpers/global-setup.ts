@@ -14,6 +14,8 @@ declare module 'vitest' {
     temporalAddress: string;
     /** Set by the production-shaped stage (test/production): the cluster's mTLS client files. */
     temporalTls: TemporalTls | undefined;
+    /** The production-shaped stage's cluster directory (scripts/temporal-cluster.sh), for kill/start. */
+    clusterDir: string | undefined;
   }
 }
 
@@ -32,6 +34,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   });
   project.provide('temporalAddress', env.address);
   project.provide('temporalTls', undefined);
+  project.provide('clusterDir', undefined);
   return async () => {
     await env.teardown();
   };

@@ -21,7 +21,7 @@ import { Holds } from './holds';
 import { pollUntil } from './poll';
 import { freePort } from './procs';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
-import { REPO_ROOT } from '../../src/config';
+import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../../src/config';
 import { temporalHealthy } from '../../src/devstack/health';
 import { devServerArgs, temporalCliPath } from '../../src/devstack/temporal-server';
 
@@ -68,7 +68,17 @@ export interface ProcessStackOptions {
    * every host's URI (LIVEMERGE_HOST_URIS), and the engine asks both. Default: both use qemu:///system.
    */
   vmHostUri?: string;
+  /**
+   * An external Temporal server instead of a dev server of the stack's own (the production stage's
+   * cluster): the TEMPORAL_* variables its clients need (temporalEnv() of test/helpers/temporal.ts). The
+   * namespace must exist there. The stack neither starts nor kills it.
+   */
+  externalTemporal?: Record<string, string>;
+  /** More environment for one worker part (e.g. its metrics address). */
+  workerEnv?: Partial<Record<WorkerPart, Record<string, string>>>;
 }
+
+type WorkerPart = Exclude<Part, 'temporal'>;
 
 export class ProcessStack {
   readonly hostId: string;
@@ -87,6 +97,8 @@ export class ProcessStack {
   private readonly parts = new Map<Part, Running>();
   private stopped = false;
   readonly vmHostUri: string | undefined;
+  private readonly externalTemporal: Record<string, string> | undefined;
+  private readonly workerEnv: ProcessStackOptions['workerEnv'];
 
   private constructor(
     readonly dir: string,
@@ -96,6 +108,8 @@ export class ProcessStack {
     this.storageHostId = opts.storageHostId ?? 'fault-b';
     this.namespace = opts.namespace ?? 'livemerge-faults';
     this.vmHostUri = opts.vmHostUri;
+    this.externalTemporal = opts.externalTemporal;
+    this.workerEnv = opts.workerEnv;
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
@@ -112,10 +126,16 @@ export class ProcessStack {
     try {
       for (const d of [s.storageRoot, s.holdDir, s.logDir]) await fsp.mkdir(d, { recursive: true });
       await fsp.chmod(s.storageRoot, 0o755);
-      s.address = `127.0.0.1:${await freePort()}`;
-      s.uiPort = await freePort();
-      await s.startPart('temporal');
-      s.connection = await Connection.connect({ address: s.address });
+      if (s.externalTemporal) {
+        const config = loadConfig(s.externalTemporal);
+        s.address = config.temporalAddress;
+        s.connection = await Connection.connect(temporalConnectionOptions(config));
+      } else {
+        s.address = `127.0.0.1:${await freePort()}`;
+        s.uiPort = await freePort();
+        await s.startPart('temporal');
+        s.connection = await Connection.connect({ address: s.address });
+      }
       s.client = new Client({ connection: s.connection, namespace: s.namespace });
       await Promise.all((['engine', 'host', 'storage'] as const).map((p) => s.startPart(p)));
       return s;
@@ -175,6 +195,8 @@ export class ProcessStack {
       LIBVIRT_DEFAULT_URI: 'qemu:///system',
       LIVEMERGE_HOLD_DIR: this.holdDir,
       ...twoHosts,
+      ...this.externalTemporal,
+      ...(part !== 'temporal' ? this.workerEnv?.[part] : undefined),
     };
   }
 
@@ -190,6 +212,7 @@ export class ProcessStack {
   /** Starts a part that is not running; resolves once it serves (server healthy, worker polling). */
   async startPart(part: Part): Promise<void> {
     if (this.stopped) throw new Error('the stack is stopped');
+    if (part === 'temporal' && this.externalTemporal) throw new Error('the Temporal server is external');
     if (this.pid(part) !== undefined) throw new Error(`${part} is already running`);
     const { cmd, args } = this.command(part);
     const log = fs.openSync(this.logFile(part), 'a');
@@ -235,7 +258,7 @@ export class ProcessStack {
   }
 
   /** True when the worker process `pid` polls all of its task queues (its identity is `<pid>@host`). */
-  private async polling(part: Exclude<Part, 'temporal'>, pid: number): Promise<boolean> {
+  private async polling(part: WorkerPart, pid: number): Promise<boolean> {
     const queues: Array<[string, 'workflow' | 'activity']> =
       part === 'engine'
         ? [[ENGINE_TASK_QUEUE, 'workflow']]
@@ -265,6 +288,7 @@ export class ProcessStack {
   /** Every part runs and every worker polls again (after a server restart they reconnect by themselves). */
   async waitHealthy(timeoutMs = 60_000): Promise<void> {
     for (const part of ['temporal', 'engine', 'host', 'storage'] as const) {
+      if (part === 'temporal' && this.externalTemporal) continue;
       if (this.pid(part) === undefined) throw new Error(`${part} is not running:\n${this.logTail(part)}`);
       await this.waitServing(part, timeoutMs);
     }

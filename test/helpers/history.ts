@@ -1,0 +1,31 @@
+// Reading what a workflow did from its history: the branch a test names, not only the end state.
+import type { WorkflowHandle } from '@temporalio/client';
+import { expect } from 'vitest';
+
+/** The run's activity `type`: its last attempt (ActivityTaskStarted), the failure before it, its result. */
+export async function activityRun(
+  handle: WorkflowHandle,
+  type: string,
+): Promise<{
+  attempt: number;
+  lastFailure: string | undefined;
+  result: Record<string, unknown> | undefined;
+}> {
+  const events = (await handle.fetchHistory()).events ?? [];
+  const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
+  expect(scheduled.length, `${type} scheduled in ${handle.workflowId}`).toBeGreaterThan(0);
+  const id = String(scheduled[scheduled.length - 1]!.eventId);
+  const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === id);
+  const completed = events.find(
+    (e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === id,
+  );
+  const data = completed?.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data;
+  return {
+    attempt: started?.activityTaskStartedEventAttributes?.attempt ?? 0,
+    lastFailure: started?.activityTaskStartedEventAttributes?.lastFailure?.message ?? undefined,
+    // A void result is an empty (binary/null) payload.
+    result: data?.length
+      ? (JSON.parse(Buffer.from(data).toString('utf8')) as Record<string, unknown>)
+      : undefined,
+  };
+}
