@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DOCS_FILE, PYTHON_EXAMPLE_FILE, extractPythonExample } from '../../scripts/gen-api-docs';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { REPO_ROOT } from '../../src/config';
@@ -42,10 +42,10 @@ interface PythonRun {
 }
 
 /** Starts the example; the child sees the run's Temporal settings and the file's namespace, nothing else. */
-function runPython(args: string[]): PythonRun {
+function runPython(args: string[], temporalSettings: Record<string, string> = temporalEnv()): PythonRun {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TEMPORAL_')));
   const child = spawn(PYTHON, [PYTHON_EXAMPLE_FILE, ...args], {
-    env: { ...env, ...temporalEnv(), TEMPORAL_NAMESPACE: NAMESPACE },
+    env: { ...env, ...temporalSettings, TEMPORAL_NAMESPACE: NAMESPACE },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: Line[] = [];
@@ -183,4 +183,33 @@ describe('the Python client (examples/python/remove_snapshot.py, PyPI temporalio
     expect(await files()).toEqual(filesBefore);
     expect(await s.sd.listVolumes(disk.imageId)).toEqual(metaBefore);
   });
+
+  // On the cluster (mTLS required), the certificate is what lets the client in: the same program with the
+  // address alone, or with the CA but no client certificate, is refused and starts nothing.
+  it.runIf(inject('temporalTls') !== undefined)(
+    'is refused by the mTLS cluster without the client certificate from the environment',
+    async () => {
+      const full = temporalEnv();
+      const id = randomUUID();
+      const variants: Array<Record<string, string>> = [
+        { TEMPORAL_ADDRESS: full.TEMPORAL_ADDRESS! },
+        {
+          TEMPORAL_ADDRESS: full.TEMPORAL_ADDRESS!,
+          TEMPORAL_TLS_CA: full.TEMPORAL_TLS_CA!,
+          TEMPORAL_TLS_SERVER_NAME: full.TEMPORAL_TLS_SERVER_NAME!,
+        },
+      ];
+      for (const settings of variants) {
+        const run = runPython([vm.uuid, id], settings);
+        expect(await run.exit).not.toBe(0);
+        expect(run.lines).toEqual([]);
+        expect(run.stderr()).toMatch(
+          /RuntimeError|Failed client connect|transport error|certificate|handshake/i,
+        );
+      }
+      await expect(
+        s.client.workflow.getHandle(`remove-snapshot:${vm.uuid}:${id}`).describe(),
+      ).rejects.toThrow(/not found/i);
+    },
+  );
 });
