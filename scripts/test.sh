@@ -11,8 +11,10 @@ echo "[test] type check"; npx tsc --noEmit -p .
 echo "[test] vitest"; npx vitest run "$@"
 echo "[test] failure injection"; npx vitest run --config vitest.faults.config.mts
 # The production-shaped stage (docs/production.md): a real Temporal cluster on PostgreSQL with mTLS. Its server
-# is built from the pinned Go module once per machine (~11 min, cached outside the work tree).
-echo "[test] production-shaped: building the Temporal server (cached)"; t0=$SECONDS
+# and the Temporal UI server are built from their pinned Go modules once per machine (~11 min and 2-7 min, cached
+# outside the work tree).
+echo "[test] production-shaped: building the Temporal server and UI server (cached)"; t0=$SECONDS
 bash scripts/temporal-cluster.sh build
+bash scripts/temporal-ui.sh build
 echo "[test] production-shaped: server ready after $((SECONDS - t0)) s"
 npx vitest run --config vitest.production.config.mts

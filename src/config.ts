@@ -25,6 +25,21 @@ export interface Config {
   locateTimeoutSeconds: number;
   temporalUiUrl: string;
   auditLogFile: string;
+  /** The Worker Deployment of this build (LIVEMERGE_DEPLOYMENT; docs/upgrades.md); the CLI's default. */
+  deploymentName: string | undefined;
+  /** This build's id in the deployment (LIVEMERGE_BUILD_ID); a worker needs both or neither. */
+  buildId: string | undefined;
+}
+
+/** A Worker Deployment version: the deployment's name and one build of it. */
+export interface DeploymentVersion {
+  deploymentName: string;
+  buildId: string;
+}
+
+/** A configuration value that cannot be used; the worker or CLI refuses to start. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
 }
 
 /** Paths of PEM files; each one optional (a server CA of the system's store, no client certificate). */
@@ -71,7 +86,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     locateTimeoutSeconds: positiveNumber('LIVEMERGE_LOCATE_TIMEOUT', env.LIVEMERGE_LOCATE_TIMEOUT, 300),
     temporalUiUrl: env.LIVEMERGE_UI_URL ?? 'http://localhost:8233',
     auditLogFile: path.resolve(env.LIVEMERGE_AUDIT_LOG ?? path.join(dataDir, 'audit.jsonl')),
+    deploymentName: deploymentName(env.LIVEMERGE_DEPLOYMENT),
+    buildId: env.LIVEMERGE_BUILD_ID?.trim() || undefined,
   };
+}
+
+function deploymentName(value: string | undefined): string | undefined {
+  const name = value?.trim() ?? '';
+  if (name === '') return undefined;
+  // The server names a version `<deployment>.<build id>` (the SDK's toCanonicalString).
+  if (name.includes('.'))
+    throw new ConfigError(`LIVEMERGE_DEPLOYMENT ${JSON.stringify(name)} must not contain '.'`);
+  return name;
+}
+
+/**
+ * A worker's deployment version, or undefined (unversioned). LIVEMERGE_DEPLOYMENT and LIVEMERGE_BUILD_ID
+ * go together: one without the other would silently run an unversioned worker next to versioned ones.
+ */
+export function workerDeploymentVersion(
+  config: Pick<Config, 'deploymentName' | 'buildId'>,
+): DeploymentVersion | undefined {
+  const { deploymentName, buildId } = config;
+  if (deploymentName === undefined && buildId === undefined) return undefined;
+  if (deploymentName === undefined || buildId === undefined)
+    throw new ConfigError(
+      'LIVEMERGE_DEPLOYMENT and LIVEMERGE_BUILD_ID go together: set both (a versioned worker) or neither',
+    );
+  return { deploymentName, buildId };
 }
 
 function temporalTls(env: NodeJS.ProcessEnv): TemporalTls | undefined {

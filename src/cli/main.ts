@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { registerAudit } from './audit';
 import { registerCancel } from './cancel';
 import { registerChain } from './chain';
+import { registerDeployment } from './deployment';
 import { registerDemo, registerDev, registerVm } from './dev';
 import { registerMerge } from './merge';
 import { EXIT_FAILED, EXIT_USAGE, OperationFailed, UsageError } from './output';
@@ -26,12 +27,14 @@ registerCancel(program);
 registerChain(program);
 registerAudit(program);
 registerReconcile(program);
+registerDeployment(program);
 
 program.parseAsync(process.argv).then(
   () => process.exit(process.exitCode ?? 0),
   (err: unknown) => {
     if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
-    if (err instanceof UsageError || (err instanceof Error && err.name === 'InvalidIdError')) {
+    const usage = ['InvalidIdError', 'ConfigError']; // by name: main.ts imports no implementation
+    if (err instanceof UsageError || (err instanceof Error && usage.includes(err.name))) {
       process.stderr.write(`livemerge: ${err.message}\n`);
       process.exit(EXIT_USAGE);
     }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { isHostId } from '../common/ids';
-import { loadConfig } from '../config';
+import { loadConfig, workerDeploymentVersion } from '../config';
 import { UsageError } from './output';
 
 export function registerWorker(program: Command): void {
@@ -15,6 +15,7 @@ export function registerWorker(program: Command): void {
       const { createEngineActivities } = await import('../activities/engine');
       const { AuditLog } = await import('../audit/audit-log');
       const config = loadConfig();
+      const deployment = workerDeploymentVersion(config);
       const connection = await connectWorker(config);
       const w = await createEngineWorker({
         connection,
@@ -24,6 +25,7 @@ export function registerWorker(program: Command): void {
           hosts: config.hosts,
           locateTimeoutSeconds: config.locateTimeoutSeconds,
         }),
+        deployment,
       });
       await runUntilShutdown([w]);
       await connection.close();
@@ -40,6 +42,7 @@ export function registerWorker(program: Command): void {
       const { runUntilShutdown } = await import('../workers/run');
       const { fleetDomainXmls, libvirtProvider } = await import('../workers/libvirt-provider');
       const config = loadConfig({ ...process.env, LIVEMERGE_HOST_ID: opts.hostId });
+      const deployment = workerDeploymentVersion(config);
       const connection = await connectWorker(config);
       const libvirt = libvirtProvider(config.libvirtUri);
       const domainXmls = fleetDomainXmls({ hostId: opts.hostId, libvirt }, config.hostUris, config.hosts);
@@ -51,6 +54,7 @@ export function registerWorker(program: Command): void {
         storage: opts.storage === true,
         libvirt,
         domainXmls,
+        deployment,
       });
       await runUntilShutdown(workers);
       await domainXmls.close();

@@ -1,8 +1,10 @@
 import type { NativeConnection, WorkerOptions } from '@temporalio/worker';
 import { Worker } from '@temporalio/worker';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
+import type { DeploymentVersion } from '../config';
 import { holdInterceptorsFromEnv } from '../testing/holds';
 import { livenessInterceptors } from './liveness-interceptor';
+import { deploymentOptions } from './versioning';
 
 export interface EngineWorkerOptions {
   connection: NativeConnection;
@@ -10,6 +12,8 @@ export interface EngineWorkerOptions {
   /** A pre-built bundle (tests build it once per file); default: bundle src/workflows at start. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   activities?: object;
+  /** This build's deployment version (every workflow PINNED, versioning.ts); undefined: unversioned. */
+  deployment?: DeploymentVersion | undefined;
 }
 
 /** The engine: runs every workflow, and the engine-side activities, on `livemerge-engine`. */
@@ -23,5 +27,6 @@ export async function createEngineWorker(opts: EngineWorkerOptions): Promise<Wor
       : { workflowsPath: require.resolve('../workflows') }),
     activities: opts.activities ?? {},
     interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+    ...deploymentOptions(opts.deployment),
   });
 }

@@ -3,10 +3,12 @@ import { Worker } from '@temporalio/worker';
 import { createHostActivities } from '../activities/host';
 import { createStorageActivities } from '../activities/storage';
 import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
+import type { DeploymentVersion } from '../config';
 import type { LibvirtConnection } from '../libvirt';
 import { breakpointFromEnv, holdInterceptorsFromEnv } from '../testing/holds';
 import type { DomainXmls } from '../libvirt';
 import { livenessInterceptors } from './liveness-interceptor';
+import { deploymentOptions } from './versioning';
 
 export interface HostAgentOptions {
   connection: NativeConnection;
@@ -19,6 +21,8 @@ export interface HostAgentOptions {
   /** Also take the storage role (`livemerge-storage`). */
   storage: boolean;
   jobPollMs?: number;
+  /** The engine's deployment version, so pinned merges' activities come to this build (versioning.ts). */
+  deployment?: DeploymentVersion | undefined;
 }
 
 /** A host agent: libvirt work on `livemerge-host-<id>`, and with the storage role, `livemerge-storage`. */
@@ -31,6 +35,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
       taskQueue: hostTaskQueue(opts.hostId),
       activities: createHostActivities({ ...opts, ...(breakpoint ? { breakpoint } : {}) }),
       interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+      ...deploymentOptions(opts.deployment),
     }),
   ];
   if (opts.storage)
@@ -45,6 +50,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
           ...(breakpoint ? { breakpoint } : {}),
         }),
         interceptors: { activity: [livenessInterceptors, ...holdInterceptorsFromEnv()] },
+        ...deploymentOptions(opts.deployment),
       }),
     );
   return workers;

@@ -29,6 +29,8 @@ const exec = promisify(execFile);
 const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
 
 export type Part = 'temporal' | 'engine' | 'host' | 'storage';
+export type WorkerPart = Exclude<Part, 'temporal'>;
+const WORKER_PARTS = ['engine', 'host', 'storage'] as const;
 
 interface Running {
   child: ChildProcess;
@@ -75,10 +77,11 @@ export interface ProcessStackOptions {
    */
   externalTemporal?: Record<string, string>;
   /** More environment for one worker part (e.g. its metrics address). */
-  workerEnv?: Partial<Record<WorkerPart, Record<string, string>>>;
+  workerEnv?: WorkerEnv;
 }
 
-type WorkerPart = Exclude<Part, 'temporal'>;
+/** Environment per worker part, on top of the stack's (a build's LIVEMERGE_BUILD_ID, a metrics address). */
+export type WorkerEnv = Partial<Record<WorkerPart, Record<string, string>>>;
 
 export class ProcessStack {
   readonly hostId: string;
@@ -94,11 +97,13 @@ export class ProcessStack {
   private uiPort = 0;
   private connection: Connection | undefined;
   client!: Client;
-  private readonly parts = new Map<Part, Running>();
+  /** Keyed by part, or `part@set` for the workers of a further set (startWorkerSet). */
+  private readonly parts = new Map<string, Running>();
+  /** Each worker set's extra environment; '' is the stack's own set. */
+  private readonly sets = new Map<string, WorkerEnv>();
   private stopped = false;
   readonly vmHostUri: string | undefined;
   private readonly externalTemporal: Record<string, string> | undefined;
-  private readonly workerEnv: ProcessStackOptions['workerEnv'];
 
   private constructor(
     readonly dir: string,
@@ -109,13 +114,13 @@ export class ProcessStack {
     this.namespace = opts.namespace ?? 'livemerge-faults';
     this.vmHostUri = opts.vmHostUri;
     this.externalTemporal = opts.externalTemporal;
-    this.workerEnv = opts.workerEnv;
     this.storageRoot = path.join(dir, 'storage');
     this.auditLogFile = path.join(dir, 'audit.jsonl');
     this.holdDir = path.join(dir, 'holds');
     this.holds = new Holds(this.holdDir);
     this.logDir = path.join(dir, 'logs');
     this.dbFile = path.join(dir, 'temporal.sqlite');
+    this.sets.set('', opts.workerEnv ?? {});
   }
 
   /** Starts the server and the three workers; resolves once every worker polls its queues. */
@@ -172,7 +177,7 @@ export class ProcessStack {
     }
   }
 
-  private env(part: Part): NodeJS.ProcessEnv {
+  private env(part: Part, set = ''): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('VITEST')) env[k] = v;
     // Every agent is told every host's URI (a host it cannot read would make its checks refuse). By
@@ -196,28 +201,44 @@ export class ProcessStack {
       LIVEMERGE_HOLD_DIR: this.holdDir,
       ...twoHosts,
       ...this.externalTemporal,
-      ...(part !== 'temporal' ? this.workerEnv?.[part] : undefined),
+      ...(part !== 'temporal' ? this.sets.get(set)?.[part] : undefined),
     };
   }
 
-  logFile(part: Part): string {
-    return path.join(this.logDir, `${part}.log`);
+  private static key(part: Part, set = ''): string {
+    return set ? `${part}@${set}` : part;
   }
 
-  pid(part: Part): number | undefined {
-    const r = this.parts.get(part);
+  logFile(part: Part, set = ''): string {
+    return path.join(this.logDir, `${ProcessStack.key(part, set)}.log`);
+  }
+
+  pid(part: Part, set = ''): number | undefined {
+    const r = this.parts.get(ProcessStack.key(part, set));
     return r && r.child.exitCode === null && r.child.signalCode === null ? r.child.pid : undefined;
   }
 
+  /**
+   * Starts a further set of the three workers, `set`, with `env` on top of the stack's environment (a
+   * second build of the same deployment, say); its parts are named by `set` in pid/kill/logFile.
+   */
+  async startWorkerSet(set: string, env: WorkerEnv): Promise<void> {
+    if (set === '' || this.sets.has(set)) throw new Error(`worker set ${JSON.stringify(set)} exists`);
+    this.sets.set(set, env);
+    await Promise.all(WORKER_PARTS.map((p) => this.startPart(p, set)));
+  }
+
   /** Starts a part that is not running; resolves once it serves (server healthy, worker polling). */
-  async startPart(part: Part): Promise<void> {
+  async startPart(part: Part, set = ''): Promise<void> {
     if (this.stopped) throw new Error('the stack is stopped');
     if (part === 'temporal' && this.externalTemporal) throw new Error('the Temporal server is external');
-    if (this.pid(part) !== undefined) throw new Error(`${part} is already running`);
+    const key = ProcessStack.key(part, set);
+    if (this.pid(part, set) !== undefined) throw new Error(`${key} is already running`);
     const { cmd, args } = this.command(part);
-    const log = fs.openSync(this.logFile(part), 'a');
-    fs.writeSync(log, `\n===== ${new Date().toISOString()} start ${part}: ${cmd} ${args.join(' ')}\n`);
-    const child = spawn(cmd, args, { cwd: REPO_ROOT, env: this.env(part), stdio: ['ignore', log, log] });
+    const log = fs.openSync(this.logFile(part, set), 'a');
+    fs.writeSync(log, `\n===== ${new Date().toISOString()} start ${key}: ${cmd} ${args.join(' ')}\n`);
+    const env = this.env(part, set);
+    const child = spawn(cmd, args, { cwd: REPO_ROOT, env, stdio: ['ignore', log, log] });
     fs.closeSync(log);
     allChildren.add(child);
     const exited = new Promise<void>((resolve) => {
@@ -225,13 +246,13 @@ export class ProcessStack {
       child.once('error', () => resolve());
     });
     void exited.then(() => allChildren.delete(child));
-    this.parts.set(part, { child, exited });
-    await this.waitServing(part, part === 'engine' ? 120_000 : 60_000);
+    this.parts.set(key, { child, exited });
+    await this.waitServing(part, part === 'engine' ? 120_000 : 60_000, set);
   }
 
   /** SIGKILL (a crash) or SIGTERM (a clean stop); resolves once the process is gone. */
-  async kill(part: Part, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const r = this.parts.get(part);
+  async kill(part: Part, signal: NodeJS.Signals = 'SIGKILL', set = ''): Promise<void> {
+    const r = this.parts.get(ProcessStack.key(part, set));
     if (!r) return;
     if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill(signal);
     await r.exited;
@@ -242,13 +263,14 @@ export class ProcessStack {
     await this.startPart(part);
   }
 
-  private async waitServing(part: Part, timeoutMs: number): Promise<void> {
-    const pid = this.parts.get(part)?.child.pid;
+  private async waitServing(part: Part, timeoutMs: number, set = ''): Promise<void> {
+    const key = ProcessStack.key(part, set);
+    const pid = this.parts.get(key)?.child.pid;
     await until(
-      `${part} (pid ${pid}) to serve; log ${this.logFile(part)}:\n${this.logTail(part)}`,
+      `${key} (pid ${pid}) to serve; log ${this.logFile(part, set)}:\n${this.logTail(part, 60, set)}`,
       async () => {
-        if (this.pid(part) === undefined)
-          throw new Error(`${part} exited while starting:\n${this.logTail(part)}`);
+        if (this.pid(part, set) === undefined)
+          throw new Error(`${key} exited while starting:\n${this.logTail(part, 60, set)}`);
         if (part === 'temporal') return await temporalHealthy({ address: this.address }, this.namespace);
         return await this.polling(part, pid!);
       },
@@ -325,24 +347,33 @@ export class ProcessStack {
 
   // ---- reports and teardown ----------------------------------------------------------------------
 
-  logTail(part: Part, lines = 60): string {
+  logTail(part: Part, lines = 60, set = ''): string {
     try {
-      return fs.readFileSync(this.logFile(part), 'utf8').split('\n').slice(-lines).join('\n');
+      return fs.readFileSync(this.logFile(part, set), 'utf8').split('\n').slice(-lines).join('\n');
     } catch {
       return '(no log)';
     }
   }
 
   allLogs(lines = 80): string {
-    return (['temporal', 'engine', 'host', 'storage'] as const)
-      .map((p) => `----- ${p} (${this.logFile(p)}) -----\n${this.logTail(p, lines)}`)
+    const parts: Array<[Part, string]> = [
+      ['temporal', ''],
+      ...[...this.sets.keys()].flatMap((set) => WORKER_PARTS.map((p): [Part, string] => [p, set])),
+    ];
+    return parts
+      .map(
+        ([p, set]) =>
+          `----- ${ProcessStack.key(p, set)} (${this.logFile(p, set)}) -----\n${this.logTail(p, lines, set)}`,
+      )
       .join('\n');
   }
 
   /** Kills everything it started, closes its client and removes its directory (keeps it with `keep`). */
   async stop(opts: { keep?: boolean } = {}): Promise<void> {
     this.stopped = true;
-    for (const part of ['engine', 'host', 'storage', 'temporal'] as const) await this.kill(part, 'SIGKILL');
+    for (const set of this.sets.keys())
+      for (const part of WORKER_PARTS) await this.kill(part, 'SIGKILL', set);
+    await this.kill('temporal', 'SIGKILL');
     await this.connection?.close().catch(() => undefined);
     if (!opts.keep) await fsp.rm(this.dir, { recursive: true, force: true });
   }

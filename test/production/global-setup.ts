@@ -13,12 +13,28 @@ import { POOL_NAMESPACES } from '../helpers/namespaces';
 
 const SCRIPT = path.join(REPO_ROOT, 'scripts', 'temporal-cluster.sh');
 
-export function clusterCommand(args: string[]): string {
+export function clusterCommand(args: string[], port?: string): string {
   return execFileSync('bash', [SCRIPT, ...args], {
-    env: { ...process.env, TEMPORAL_CLI: temporalCliPath() },
+    env: {
+      ...process.env,
+      TEMPORAL_CLI: temporalCliPath(),
+      ...(port ? { LIVEMERGE_CLUSTER_PORT: port } : {}),
+    },
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+}
+
+/** Frontend ports whose port sets (each Temporal default + the same offset) do not overlap. */
+const PORTS = [17233, 27233, 32233];
+
+/** The first frontend port nobody listens on (another run of this stage on the machine may hold one). */
+function freeClusterPort(): string {
+  for (const port of PORTS) {
+    const taken = execFileSync('ss', ['-Htln', `sport = :${port}`], { encoding: 'utf8' }).trim();
+    if (taken === '') return String(port);
+  }
+  throw new Error(`the cluster ports ${PORTS.join(', ')} are all taken`);
 }
 
 export default function setup(project: TestProject): () => void {
@@ -28,7 +44,7 @@ export default function setup(project: TestProject): () => void {
   let env: Record<string, string>;
   try {
     env = Object.fromEntries(
-      clusterCommand(['up', dir, ...POOL_NAMESPACES])
+      clusterCommand(['up', dir, ...POOL_NAMESPACES], process.env.LIVEMERGE_CLUSTER_PORT ?? freeClusterPort())
         .trim()
         .split('\n')
         .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),

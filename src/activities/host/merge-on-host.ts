@@ -60,6 +60,7 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
       let pivot: MergeOnHostResult['pivot'] = 'none';
       if (start !== 'already-done') {
         report({ stage: 'copying', cur, end, attempt });
+        await breakpoint('copying');
         const active = input.jobKind === 'active-commit';
         const waited = await waitForJob({ ...input, expect: active ? 'ready' : 'completed' });
         ({ cur, end } = waited);
