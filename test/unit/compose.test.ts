@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { registerWorker } from '../../src/cli/worker';
 import { isHostId } from '../../src/common/ids';
-import { REPO_ROOT } from '../../src/config';
+import { REPO_ROOT, loadConfig, workerDeploymentVersion } from '../../src/config';
 import { SEARCH_ATTRIBUTES } from '../../src/devstack/temporal-server';
 
 const COMPOSE_FILE = path.join(REPO_ROOT, 'docker-compose.yml');
@@ -367,6 +367,18 @@ describe('docker-compose.yml is the tested topology', () => {
     expect(svc('temporal').volumes).toContain('./tls:/etc/temporal/certs:ro');
   });
 
+  it('runs the UI server that scripts/temporal-ui.sh builds, verifying the frontend as it does', () => {
+    const ui = read('scripts', 'temporal-ui.sh');
+    const version = /^V=v(\S+)$/m.exec(ui)?.[1];
+    expect(ui).toContain('go install "github.com/temporalio/ui-server/v2/cmd/server@$V"');
+    expect(svc('temporal-ui').image).toBe(`temporalio/ui:${version}`);
+    expect(ui).toMatch(/^ {2}enableHostVerification: true$/m);
+    expect(env('temporal-ui')).toMatchObject({
+      TEMPORAL_TLS_ENABLE_HOST_VERIFICATION: 'true',
+      TEMPORAL_DEFAULT_NAMESPACE: env('engine').TEMPORAL_NAMESPACE,
+    });
+  });
+
   it('runs the engine and agents with real CLI commands and only documented settings they read', () => {
     expect(read('Dockerfile')).toMatch(/^ENTRYPOINT \["node", "bin\/livemerge\.cjs"\]$/m);
     const program = new Command('livemerge');
@@ -395,6 +407,24 @@ describe('docker-compose.yml is the tested topology', () => {
     const hostArgs = svc('host-agent').command as string[];
     expect(isHostId(hostArgs[hostArgs.indexOf('--host-id') + 1]!)).toBe(true);
     expect(env('host-agent').LIVEMERGE_HOST_ID).toBe(hostArgs[hostArgs.indexOf('--host-id') + 1]);
+
+    // The workers' own configuration accepts what compose gives them: one Worker Deployment version for the
+    // engine and the agent (docs/upgrades.md), the build id being the image's tag.
+    const versions = ['engine', 'host-agent'].map((name) => {
+      const v = workerDeploymentVersion(loadConfig(env(name)));
+      expect(svc(name).image).toBe(`livemerge:${v?.buildId}`);
+      return v;
+    });
+    expect(versions[0]).toEqual({
+      deploymentName: 'livemerge',
+      buildId: (JSON.parse(read('package.json')) as { version: string }).version,
+    });
+    expect(versions[1]).toEqual(versions[0]);
+    expect(loadConfig(env('engine'))).toMatchObject({
+      temporalAddress: 'temporal:7233',
+      temporalTls: { certFile: '/etc/livemerge/tls/client.pem', serverName: 'temporal' },
+      temporalApiKey: undefined,
+    });
 
     // Every variable given to a worker is one src/config.ts reads and the README's table documents.
     const readByConfig = new Set(
