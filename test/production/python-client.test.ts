@@ -38,7 +38,7 @@ interface PythonRun {
   /** Every stdout line so far, parsed. */
   lines: Line[];
   stderr: () => string;
-  exit: Promise<number | null>;
+  exit: Promise<number>;
 }
 
 /** Starts the example; the child sees the run's Temporal settings and the file's namespace, nothing else. */
@@ -60,15 +60,20 @@ function runPython(args: string[], temporalSettings: Record<string, string> = te
     }
   });
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
-  const exit = new Promise<number | null>((resolve, reject) => {
+  const exit = new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`remove_snapshot.py did not exit in 120 s; stderr:\n${err}`));
     }, 120_000);
     child.on('error', reject);
-    child.on('close', (code) => {
+    child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve(code);
+      // Killed by a signal: say which, with what it printed (a bare `null` tells nothing).
+      if (code === null)
+        reject(
+          new Error(`remove_snapshot.py ended by ${signal}; lines ${JSON.stringify(lines)}; stderr:\n${err}`),
+        );
+      else resolve(code);
     });
   });
   return { child, lines, stderr: () => err, exit };
@@ -117,9 +122,11 @@ describe('the Python client (examples/python/remove_snapshot.py, PyPI temporalio
     const ready = await pollUntil(
       () => progressOf(run.lines).find((p) => p.disks.some((d) => d.stage === 'ready')),
       60_000,
-      `the Python client to print progress in stage ready (stderr: ${run.stderr()})`,
+      'the Python client to print progress in stage ready',
       50,
-    );
+    ).catch((err: unknown) => {
+      throw new Error(`${String(err)}; its lines: ${JSON.stringify(run.lines)}; stderr: ${run.stderr()}`);
+    });
     expect(ready).toMatchObject({ stage: 'ready', hostId: s.hostId, removedVolumeIds: [] });
     expect(ready.disks).toEqual([
       expect.objectContaining({ stage: 'ready', mode: 'live', imageId: disk.imageId, target: 'vda' }),
