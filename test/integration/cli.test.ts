@@ -342,8 +342,9 @@ describe('livemerge CLI', () => {
     const dom = await s.conn.lookupByName(vm.name);
     onTestFinished(() => dom.free());
     const s1 = await cliJson<SnapshotCreated>(s, ['snapshot', 'create', '--vm', vm.name]);
-    // 2 MiB in the middle volume, committed at 64 KiB/s: the merge runs for half a minute.
-    await writeThroughGuest(dom, 0, { byte: 0x43, offset: 0, length: 2 << 20 });
+    // 4 MiB in the middle volume, committed at 64 KiB/s: the merge runs for a minute, long enough for the
+    // CLI calls below on a loaded machine (it is cancelled before it ends).
+    await writeThroughGuest(dom, 0, { byte: 0x43, offset: 0, length: 4 << 20 });
     await cliJson<SnapshotCreated>(s, ['snapshot', 'create', '--vm', vm.name]);
     const top = s1.out.disks[0]!.leafVolumeId;
     const args = ['merge', '--vm', vm.name, '--image', disk.imageId, '--base', disk.volumeId, '--top', top];
