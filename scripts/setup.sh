@@ -76,6 +76,7 @@ else
   npm install --no-fund --no-audit --loglevel=error
   cp .tools/package-lock.committed package-lock.json
   mkdir -p .tools && cp package-lock.json .tools/package-lock.installed
+  touch node_modules/.package-lock.json # newer than the lock put back: the next set-up sees it installed
   changed=1
 fi
 
