@@ -137,7 +137,8 @@ global:
       timerType: histogram
       listenAddress: 127.0.0.1:$(p 8000)
   tls:
-    internode:
+    # The same mutual TLS between the services and at the frontend.
+    internode: &mtls
       server:
         certFile: $c/server.pem
         keyFile: $c/server.key
@@ -146,15 +147,7 @@ global:
       client:
         serverName: temporal
         rootCaFiles: [$c/ca.pem]
-    frontend:
-      server:
-        certFile: $c/server.pem
-        keyFile: $c/server.key
-        requireClientAuth: true
-        clientCaFiles: [$c/ca.pem]
-      client:
-        serverName: temporal
-        rootCaFiles: [$c/ca.pem]
+    frontend: *mtls
     systemWorker:
       certFile: $c/server.pem
       keyFile: $c/server.key
