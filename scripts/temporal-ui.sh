@@ -26,6 +26,8 @@ build() {
   log "building github.com/temporalio/ui-server/v2@$V into $cache (once per machine; 2-7 min on 2 cores)"
   local t0=$SECONDS
   (
+    # As scripts/temporal-cluster.sh: the machine's Go (/usr/local/go here), never a downloaded toolchain.
+    export PATH="$PATH:/usr/local/go/bin" GOTOOLCHAIN=local
     export GOPATH="$cache/go" GOCACHE="$cache/go/cache" GOFLAGS=-mod=mod CGO_ENABLED=0
     go install "github.com/temporalio/ui-server/v2/cmd/server@$V"
   ) >"$cache/build.log" 2>&1 || { tail -20 "$cache/build.log" >&2; exit 1; }

@@ -10,8 +10,11 @@ import type {
 } from '../../src/workflows/create-snapshot';
 import type { MergeDiskResult } from '../../src/workflows/merge-disk';
 import type { RemoveSnapshotResult } from '../../src/workflows/remove-snapshot';
+import { writeThroughGuest } from './data';
 import { pollUntil } from './vm-fixture';
-import type { Stack } from './stack';
+import type { TestVm } from './vm-fixture';
+import type { Stack, VmDisk } from './stack';
+import { createStackVm } from './stack';
 
 export async function createSnapshot(
   s: Stack,
@@ -24,6 +27,18 @@ export async function createSnapshot(
     workflowId: `create-snapshot:${vmId}:${snapshotId}`,
     args: [{ vmId, snapshotId, ...(description !== undefined ? { description } : {}) }],
   });
+}
+
+/**
+ * A running one-disk qcow2 VM with one snapshot: AAAA (4 × 64 KiB) frozen in the snapshot's volume, BBBB
+ * (4 × 64 KiB from 128 KiB) written above it. Removing the snapshot is an active commit with a pivot.
+ */
+export async function vmWithSnapshot(s: Stack): Promise<{ vm: TestVm; disk: VmDisk; snapshotId: string }> {
+  const { vm, disks } = await createStackVm(s, { disks: 1, format: 'qcow2' });
+  await writeThroughGuest(vm.domain, 0, { byte: 0x41, offset: 0, length: 4 << 16 });
+  const { snapshotId } = await createSnapshot(s, vm.uuid);
+  await writeThroughGuest(vm.domain, 0, { byte: 0x42, offset: 2 << 16, length: 4 << 16 });
+  return { vm, disk: disks[0]!, snapshotId };
 }
 
 export function startRemoveSnapshot(s: Stack, input: RemoveSnapshotInput): Promise<WorkflowHandle> {

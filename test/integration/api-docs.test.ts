@@ -12,13 +12,13 @@ import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import { RemoveSnapshotProgress } from '../../src/schemas/progress';
 import { RemoveSnapshotResult } from '../../src/schemas/results';
-import { dumpGuestView, exists, sameContent, writeThroughGuest } from '../helpers/data';
+import { dumpGuestView, exists, sameContent } from '../helpers/data';
 import { NAMESPACE } from '../helpers/temporal';
 import type { Stack, VmDisk } from '../helpers/stack';
-import { createStackVm, useStack } from '../helpers/stack';
+import { useStack } from '../helpers/stack';
 import type { TestVm } from '../helpers/vm-fixture';
 import { createTempDir } from '../helpers/vm-fixture';
-import { createSnapshot } from '../helpers/workflows';
+import { vmWithSnapshot } from '../helpers/workflows';
 
 /** What `temporal workflow result --output json` prints. */
 interface CliResult {
@@ -84,12 +84,7 @@ describe('docs/api.md: removeSnapshot through the temporal CLI', () => {
   beforeAll(async () => {
     s = await useStack();
     docs = await fs.readFile(DOCS_FILE, 'utf8');
-    const made = await createStackVm(s, { disks: 1, format: 'qcow2' });
-    vm = made.vm;
-    disk = made.disks[0]!;
-    await writeThroughGuest(vm.domain, 0, { byte: 0x41, offset: 0, length: 4 << 16 });
-    snapshotId = (await createSnapshot(s, vm.uuid)).snapshotId;
-    await writeThroughGuest(vm.domain, 0, { byte: 0x42, offset: 2 << 16, length: 4 << 16 });
+    ({ vm, disk, snapshotId } = await vmWithSnapshot(s));
     values = (over) => ({ address: s.address, namespace: NAMESPACE, vmId: vm.uuid, snapshotId, ...over });
   });
   afterAll(async () => {

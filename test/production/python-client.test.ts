@@ -16,14 +16,14 @@ import { REPO_ROOT } from '../../src/config';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import { RemoveSnapshotProgress } from '../../src/schemas/progress';
 import { RemoveSnapshotResult } from '../../src/schemas/results';
-import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
+import { dumpGuestView, exists, hasPattern, sameContent } from '../helpers/data';
 import { pollUntil } from '../helpers/poll';
 import type { Stack, VmDisk } from '../helpers/stack';
-import { createStackVm, useStack } from '../helpers/stack';
+import { useStack } from '../helpers/stack';
 import { NAMESPACE, temporalEnv } from '../helpers/temporal';
 import type { TestVm } from '../helpers/vm-fixture';
 import { createTempDir } from '../helpers/vm-fixture';
-import { createSnapshot } from '../helpers/workflows';
+import { vmWithSnapshot } from '../helpers/workflows';
 
 const PYTHON = path.join(REPO_ROOT, '.tools', 'venv', 'bin', 'python');
 
@@ -90,12 +90,7 @@ describe('the Python client (examples/python/remove_snapshot.py, PyPI temporalio
 
   beforeAll(async () => {
     s = await useStack({ holds: true });
-    const made = await createStackVm(s, { disks: 1, format: 'qcow2' });
-    vm = made.vm;
-    disk = made.disks[0]!;
-    await writeThroughGuest(vm.domain, 0, { byte: 0x41, offset: 0, length: 4 << 16 });
-    snapshotId = (await createSnapshot(s, vm.uuid)).snapshotId;
-    await writeThroughGuest(vm.domain, 0, { byte: 0x42, offset: 2 << 16, length: 4 << 16 });
+    ({ vm, disk, snapshotId } = await vmWithSnapshot(s));
   });
   afterAll(async () => {
     s?.holds?.releaseAll();
