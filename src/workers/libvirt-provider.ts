@@ -45,6 +45,9 @@ export interface FleetDomains {
 /** How long one host's libvirtd may take to list its domains before it counts as not answering. */
 const HOST_READ_TIMEOUT_MS = 30_000;
 
+/** How many reads of the fleet a domain leaving a host during the read may cost before the read refuses. */
+const FLEET_READ_ROUNDS = 3;
+
 /**
  * Every configured host's domains (live and persistent XML), each tagged with its host: what the checks
  * that speak of "any domain on any host" read (deletion guard, shared base, reconcile). This host's own
@@ -63,12 +66,11 @@ export function fleetDomainXmls(
     .map(([hostId, uri]) => ({ hostId, uri, libvirt: libvirtProvider(uri, { events: false }) }));
   const all = [{ hostId: own.hostId, uri: 'this host', libvirt: own.libvirt }, ...others];
   const unreadable = hosts.filter((h) => h !== own.hostId && hostUris[h] === undefined);
-  const read = async (): Promise<DomainXmls[]> => {
-    if (unreadable.length > 0)
-      throw new Error(
-        `host(s) ${unreadable.join(', ')} are configured (LIVEMERGE_HOSTS) without a libvirt URI ` +
-          `(LIVEMERGE_HOST_URIS): their domains cannot be read`,
-      );
+  /** One read of every host; `lost`: domains that left a host during it and that no host listed. */
+  const readOnce = async (): Promise<{
+    found: DomainXmls[];
+    lost: Array<{ uuid: string; host: string }>;
+  }> => {
     const vanished: Array<{ uuid: string; host: string }> = [];
     const perHost = await Promise.all(
       all.map(async (h) => {
@@ -87,14 +89,27 @@ export function fleetDomainXmls(
       }),
     );
     const found = perHost.flat();
-    // A domain that left one host while the hosts were read may be on none of the lists (a migration).
-    const lost = vanished.filter((v) => !found.some((d) => d.uuid === v.uuid));
-    if (lost.length > 0)
+    return { found, lost: vanished.filter((v) => !found.some((d) => d.uuid === v.uuid)) };
+  };
+  const read = async (): Promise<DomainXmls[]> => {
+    if (unreadable.length > 0)
       throw new Error(
-        `domain(s) ${lost.map((v) => `${v.uuid} (left host ${v.host})`).join(', ')} vanished while the ` +
-          `hosts were read (a migration?): read again`,
+        `host(s) ${unreadable.join(', ')} are configured (LIVEMERGE_HOSTS) without a libvirt URI ` +
+          `(LIVEMERGE_HOST_URIS): their domains cannot be read`,
       );
-    return found;
+    // A domain that left one host while the hosts were read may be on none of the lists (a migration):
+    // that read proves nothing, and the next one, which starts after it left, sees it where it went (or
+    // nowhere, when it was undefined). A fleet where domains keep coming and going gets a few tries.
+    let last: Array<{ uuid: string; host: string }> = [];
+    for (let round = 0; round < FLEET_READ_ROUNDS; round++) {
+      const { found, lost } = await readOnce();
+      if (lost.length === 0) return found;
+      last = lost;
+    }
+    throw new Error(
+      `domain(s) ${last.map((v) => `${v.uuid} (left host ${v.host})`).join(', ')} vanished while the ` +
+        `hosts were read, ${FLEET_READ_ROUNDS} times (a migration?): read again`,
+    );
   };
   return Object.assign(read, {
     close: async () => {
