@@ -16,10 +16,12 @@ const LAYERS = {
   storage: ['qemu', 'schemas', 'common'],
   inspect: ['storage', 'qemu', 'schemas', 'common'],
   merge: ['qemu', 'schemas', 'common'],
+  // Backups on the storage side: changed blocks, copies, the repository, restore and prune.
+  backup: ['merge', 'inspect', 'storage', 'qemu', 'schemas', 'common'],
   guard: ['inspect', 'storage', 'libvirt', 'qemu', 'schemas', 'common'],
   audit: ['storage', 'schemas', 'common'],
-  activities: ['guard', 'merge', 'inspect', 'storage', 'qemu', 'libvirt', 'audit', 'schemas', 'common'],
-  workflows: ['activities/contracts.ts', 'schemas', 'common'],
+  activities: ['backup', 'guard', 'merge', 'inspect', 'storage', 'qemu', 'libvirt', 'audit', 'schemas', 'common'],
+  workflows: ['activities/contracts.ts', 'backup/types.ts', 'schemas', 'common'],
   // Failure-injection machinery (breakpoints on files), wired by the workers only when asked for.
   testing: ['activities/breakpoints.ts'],
   workers: ['activities', 'testing', 'libvirt', 'audit', 'common', 'config.ts'],
