@@ -99,6 +99,15 @@ const FAILURES: Record<FailureType, string> = {
     'unexpected one). The snapshot stays with the disks that ' +
     'are not merged; the failure’s `details[0]` is the RemoveSnapshotResult listing each disk ' +
     '(`status`, `failureType`, `message`). Run removeSnapshot again once the causes are fixed.',
+  BackupInProgress:
+    'A backup of the VM runs (backupVm): a snapshot removal or merge of that VM is refused until it ends, never ' +
+    'interleaved with the backup’s own snapshot and merge. Nothing was changed.',
+  BackupNotFound: 'The repository has no recorded backup of that VM with that id. Nothing was changed.',
+  BackupTimedOut:
+    'NBD export mode: the backup application did not send `backupDone` within `exportTimeoutSeconds`. The ' +
+    'exports were stopped and the snapshot merged back; nothing counts as backed up.',
+  GuestAgentUnavailable:
+    'A quiesced backup was asked for and the VM’s guest agent did not answer. Nothing was changed.',
 };
 
 const STAGES: Record<Stage, string> = {

@@ -1,7 +1,8 @@
 // The activity contracts: what workflows may call, on which queue. Pure types (workflows import them with
 // `import type`); the factories in host/, storage/ and engine/ implement them.
 import type { AuditEvent } from '../audit/event';
-import type { ChainReport } from '../schemas/results';
+import type { BackupCatalog, BackupRecord, DiskBackupPlan, FrozenDisk } from '../backup/types';
+import type { BackupDisk, ChainReport } from '../schemas/results';
 import type { Format, VolumeInfo, VolumeRef } from '../schemas/volume';
 
 export type { AuditEvent } from '../audit/event';
@@ -134,6 +135,17 @@ export interface HostActivities {
     vmId: string;
     disks: Array<{ target: string; newLeafPath: string; newLeafFormat: Format }>;
   }): Promise<{ status: 'taken' | 'already-taken' }>;
+  /** Backups, step 1: bitmap `bitmap` starts recording on the leaf of each of `targets` (qcow2 leaves). */
+  addBackupBitmap(input: {
+    vmId: string;
+    bitmap: string;
+    targets: string[];
+  }): Promise<{ status: 'added' | 'already-added' }>;
+  /** Each of `bitmaps` removed from every image of every disk's chain. */
+  removeBackupBitmaps(input: {
+    vmId: string;
+    bitmaps: string[];
+  }): Promise<{ removed: Array<{ target: string; bitmap: string }> }>;
   /** Shut-off VM: point disks at new sources in the persistent definition. */
   setDiskSources(input: {
     vmId: string;
@@ -178,7 +190,60 @@ export interface StorageActivities {
   }>;
 }
 
+/** Where a backup's files go and which backup they are. */
+export interface BackupRef {
+  repository: string;
+  vmId: string;
+  backupId: string;
+}
+
+export interface BackupActivities {
+  /** Read-only: the VM's recorded restore points (an empty catalog when there are none). */
+  readBackups(input: { repository: string; vmId: string }): Promise<BackupCatalog>;
+  /** Read-only: the `livemerge-*` bitmaps of a frozen disk's leaf, oldest first (NBD mode's parent). */
+  backupBitmaps(input: { disk: FrozenDisk }): Promise<string[]>;
+  /** Read-only but for a scratch overlay of its own: step 3 for one disk. */
+  planBackupDisk(
+    input: BackupRef & { disk: FrozenDisk; bitmap?: string; reasonIfFull?: string },
+  ): Promise<DiskBackupPlan>;
+  /** Step 4 for one disk, heartbeating progress `{ copied, total }`. */
+  copyBackupDisk(
+    input: BackupRef & {
+      disk: FrozenDisk;
+      plan: DiskBackupPlan;
+      parentBackupId?: string;
+      bandwidthBytesPerSec?: number;
+    },
+  ): Promise<{ copiedBytes: number; file: string; status: 'copied' | 'already-copied' }>;
+  /** Step 4, NBD mode: read-only exports of the frozen disks (a detached server, until stopBackupExports). */
+  startBackupExports(
+    input: BackupRef & { disks: Array<{ disk: FrozenDisk; plan: DiskBackupPlan }> },
+  ): Promise<{ exports: Array<{ target: string; uri: string; bitmap?: string }> }>;
+  stopBackupExports(input: BackupRef): Promise<void>;
+  /** Step 6. */
+  recordBackup(input: { repository: string; vmId: string; record: BackupRecord }): Promise<{
+    status: 'recorded' | 'already-recorded';
+  }>;
+  /** A failed backup's files (partial or complete) and scratch overlays removed. */
+  discardBackup(input: BackupRef & { imageIds: string[] }): Promise<void>;
+  restoreBackupDisk(input: {
+    repository: string;
+    vmId: string;
+    backupId: string;
+    imageId: string;
+    targetDir: string;
+  }): Promise<{ path: string }>;
+  pruneBackups(input: { repository: string; vmId: string; keep: number }): Promise<{
+    removed: string[];
+    kept: string[];
+  }>;
+}
+
+export type { BackupCatalog, BackupDisk, BackupRecord, DiskBackupPlan, FrozenDisk };
+
 export interface EngineActivities {
+  /** Read-only: who holds the VM's lock (workflow `vm-lock:<vmId>`), null when nobody does. */
+  vmLockHolder(input: { vmId: string }): Promise<{ workflowId: string; workflowType: string } | null>;
   audit(event: AuditEvent): Promise<{ written: boolean }>;
   configuredHosts(): Promise<string[]>;
   /** How long finding a VM waits for hosts that do not answer before HostUnreachable. */

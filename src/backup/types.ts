@@ -34,23 +34,13 @@ export interface DiskBackupPlan {
   extents: Extent[];
   /** The sum of `extents`' lengths. */
   changedBytes: number;
+  /** Incremental: the throwaway overlay over the frozen chain that holds the merged bitmap (removed after the copy). */
+  scratch?: string;
 }
 
 /** A disk of a recorded backup, as `backups.json` keeps it and the workflow result reports it. */
-export interface BackupDisk {
-  target: string;
-  imageId: string;
-  mode: DiskBackupMode;
-  reason?: string;
-  changedBytes: number;
-  /** Bytes the backup's own file holds (allocated in it, not in its backing files). */
-  copiedBytes: number;
-  /** How many extents were copied. */
-  extents: number;
-  /** The backup's qcow2 file: absolute in results, relative to `<repository>/<vmId>` in backups.json. */
-  file: string;
-  capacity: number;
-}
+export type { BackupDisk } from '../schemas/results';
+import type { BackupDisk } from '../schemas/results';
 
 /** One recorded backup (a restore point). */
 export interface BackupRecord {

@@ -63,6 +63,12 @@ export const ListDomainsFlags = {
   TRANSIENT: 1 << 3,
 } as const;
 
+/** virDomainCheckpointCreateFlags (VIR_DOMAIN_CHECKPOINT_CREATE_*) */
+export const CheckpointCreateFlags = { REDEFINE: 1 << 0, QUIESCE: 1 << 1, REDEFINE_VALIDATE: 1 << 2 } as const;
+
+/** virDomainCheckpointDeleteFlags (VIR_DOMAIN_CHECKPOINT_DELETE_*) */
+export const CheckpointDeleteFlags = { CHILDREN: 1 << 0, METADATA_ONLY: 1 << 1, CHILDREN_ONLY: 1 << 2 } as const;
+
 /** virDomainSnapshotCreateFlags (VIR_DOMAIN_SNAPSHOT_CREATE_*) */
 export const SnapshotCreateFlags = {
   REDEFINE: 1 << 0,

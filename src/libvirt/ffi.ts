@@ -22,6 +22,9 @@ export interface DomainPtr {
 export interface SnapshotPtr {
   readonly __brand: 'virDomainSnapshotPtr';
 }
+export interface CheckpointPtr {
+  readonly __brand: 'virDomainCheckpointPtr';
+}
 export interface ErrorPtr {
   readonly __brand: 'virErrorPtr';
 }
@@ -52,6 +55,8 @@ koffi.opaque('virDomain');
 koffi.pointer('virDomainPtr', 'virDomain');
 koffi.opaque('virDomainSnapshot');
 koffi.pointer('virDomainSnapshotPtr', 'virDomainSnapshot');
+koffi.opaque('virDomainCheckpoint');
+koffi.pointer('virDomainCheckpointPtr', 'virDomainCheckpoint');
 
 export const virErrorStruct = koffi.struct('virError', {
   code: 'int',
@@ -255,6 +260,25 @@ export const virDomainSnapshotCreateXML = declare<[DomainPtr, string, number], S
 export const virDomainSnapshotFree = declare<[SnapshotPtr], number>(
   lib,
   'int virDomainSnapshotFree(virDomainSnapshotPtr snapshot)',
+);
+
+// ---- checkpoints (persistent dirty bitmaps) ----------------------------------------------------
+
+export const virDomainCheckpointCreateXML = declare<[DomainPtr, string, number], CheckpointPtr | null>(
+  lib,
+  'virDomainCheckpointPtr virDomainCheckpointCreateXML(virDomainPtr domain, const char *xmlDesc, unsigned int flags)',
+);
+export const virDomainCheckpointLookupByName = declare<[DomainPtr, string, number], CheckpointPtr | null>(
+  lib,
+  'virDomainCheckpointPtr virDomainCheckpointLookupByName(virDomainPtr domain, const char *name, unsigned int flags)',
+);
+export const virDomainCheckpointDelete = declare<[CheckpointPtr, number], number>(
+  lib,
+  'int virDomainCheckpointDelete(virDomainCheckpointPtr checkpoint, unsigned int flags)',
+);
+export const virDomainCheckpointFree = declare<[CheckpointPtr], number>(
+  lib,
+  'int virDomainCheckpointFree(virDomainCheckpointPtr checkpoint)',
 );
 
 // ---- block jobs --------------------------------------------------------------------------------

@@ -62,3 +62,4 @@ export {
   nameOf,
 } from './constants';
 export { QemuMonitorCommandFlags, hmpQemuIo, qemuMonitorCommand } from './qemu-monitor';
+export { addBitmaps, removeBitmap } from './checkpoints';

@@ -63,3 +63,57 @@ export const ReconcileInput = z
   })
   .strict();
 export type ReconcileInput = z.input<typeof ReconcileInput>;
+
+const Repository = z
+  .string()
+  .min(1)
+  .max(4096)
+  .refine((p) => p.startsWith('/'), 'must be an absolute path');
+
+export const BackupVmInput = z
+  .object({
+    vmId: Uuid.describe('libvirt domain UUID of the VM'),
+    backupId: Uuid.optional().describe(
+      "the backup's id (also its snapshot's); generated when absent (give one to name the workflow id)",
+    ),
+    mode: z
+      .enum(['auto', 'full'])
+      .default('auto')
+      .describe(
+        '`auto`: incremental where the last recorded backup and its bitmap allow; `full`: every disk full',
+      ),
+    repository: Repository.nullable().describe(
+      "the backup repository's directory; null: export the frozen disks over NBD until the signal backupDone",
+    ),
+    quiesce: z.boolean().default(false).describe('freeze the guest file systems (needs the guest agent)'),
+    bandwidthBytesPerSec: Bandwidth.optional(),
+    exportTimeoutSeconds: z
+      .number()
+      .int()
+      .positive()
+      .max(7 * 24 * 3600)
+      .default(6 * 3600)
+      .describe('NBD export mode: how long to wait for backupDone before the export is stopped (a failure)'),
+    hostId: HostId.optional().describe("the VM's host; found among LIVEMERGE_HOSTS when absent"),
+  })
+  .strict();
+export type BackupVmInput = z.input<typeof BackupVmInput>;
+
+export const RestoreBackupInput = z
+  .object({
+    vmId: Uuid.describe('libvirt domain UUID of the backed-up VM'),
+    backupId: Uuid.describe('the restore point'),
+    repository: Repository.describe("the backup repository's directory"),
+    targetDir: Repository.describe('an existing directory for one self-contained qcow2 per disk'),
+  })
+  .strict();
+export type RestoreBackupInput = z.input<typeof RestoreBackupInput>;
+
+export const PruneBackupsInput = z
+  .object({
+    vmId: Uuid.describe('libvirt domain UUID of the backed-up VM'),
+    repository: Repository.describe("the backup repository's directory"),
+    keep: z.number().int().min(1).max(10000).describe('how many restore points remain (the newest)'),
+  })
+  .strict();
+export type PruneBackupsInput = z.input<typeof PruneBackupsInput>;

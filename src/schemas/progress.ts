@@ -38,6 +38,25 @@ export const RemoveSnapshotProgress = Progress.extend({
 });
 export type RemoveSnapshotProgress = z.infer<typeof RemoveSnapshotProgress>;
 
+export const BackupProgress = Progress.extend({
+  disks: z
+    .array(
+      z.object({
+        target: z.string(),
+        imageId: z.string(),
+        mode: z.enum(['full', 'incremental']).nullable().describe('null until the changed blocks are known'),
+        changedBytes: z
+          .number()
+          .describe('bytes planned: the changed (incremental) or allocated (full) extents'),
+        copiedBytes: z.number().describe('bytes copied so far'),
+        bytesPerSecond: z.number().nullable(),
+        etaSeconds: z.number().nullable(),
+      }),
+    )
+    .describe("each disk's copy"),
+});
+export type BackupProgress = z.infer<typeof BackupProgress>;
+
 /** Failure types (ApplicationFailure.type) a workflow can end with. */
 export const FailureType = z.enum([
   'InvalidRequest',
@@ -54,5 +73,9 @@ export const FailureType = z.enum([
   'SnapshotNotFound',
   'PartialFailure',
   'HostUnreachable',
+  'BackupInProgress',
+  'BackupNotFound',
+  'GuestAgentUnavailable',
+  'BackupTimedOut',
 ]);
 export type FailureType = z.infer<typeof FailureType>;

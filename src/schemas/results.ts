@@ -4,7 +4,7 @@
 // Pure: no Node built-ins, safe inside the workflow sandbox (workflows import the types only).
 import { z } from 'zod';
 import { Uuid } from './inputs';
-import { Progress, RemoveSnapshotProgress } from './progress';
+import { BackupProgress, Progress, RemoveSnapshotProgress } from './progress';
 import { VolumeRef } from './volume';
 
 const Mode = z
@@ -81,12 +81,62 @@ export const ReconcileResult = z.object({
 });
 export type ReconcileResult = z.infer<typeof ReconcileResult>;
 
+export const BackupDisk = z.object({
+  target: z.string(),
+  imageId: Uuid,
+  mode: z.enum(['full', 'incremental']),
+  reason: z
+    .string()
+    .optional()
+    .describe('why the disk was backed up in full (no parent, raw image, bitmap in use…)'),
+  changedBytes: z.number().describe('bytes of the changed (incremental) or allocated (full) extents'),
+  copiedBytes: z.number().describe("bytes the backup's own file holds"),
+  extents: z.number().describe('how many extents were copied'),
+  file: z
+    .string()
+    .describe("the disk's backup file (absolute here; relative to <repository>/<vmId> in backups.json)"),
+  capacity: z.number().describe('virtual size in bytes'),
+});
+export type BackupDisk = z.infer<typeof BackupDisk>;
+
+export const BackupVmResult = z.object({
+  vmId: Uuid,
+  backupId: Uuid,
+  hostId: HostIdOut,
+  mode: Mode,
+  repository: z.string().nullable().describe('null: the disks were exported over NBD, nothing was recorded'),
+  parentBackupId: Uuid.nullable().describe('the backup the incremental disks are relative to'),
+  disks: z.array(BackupDisk),
+  exports: z
+    .array(z.object({ target: z.string(), uri: z.string(), bitmap: z.string().optional() }))
+    .optional()
+    .describe('NBD export mode: the exports that were served until backupDone'),
+});
+export type BackupVmResult = z.infer<typeof BackupVmResult>;
+
+export const RestoreBackupResult = z.object({
+  vmId: Uuid,
+  backupId: Uuid,
+  disks: z.array(z.object({ target: z.string(), imageId: Uuid, path: z.string() })),
+});
+export type RestoreBackupResult = z.infer<typeof RestoreBackupResult>;
+
+export const PruneBackupsResult = z.object({
+  vmId: Uuid,
+  removed: z.array(Uuid).describe('the restore points merged into their children and removed, oldest first'),
+  kept: z.array(Uuid),
+});
+export type PruneBackupsResult = z.infer<typeof PruneBackupsResult>;
+
 /** What each workflow type returns. */
 export const WorkflowResults = {
   createSnapshot: CreateSnapshotResult,
   removeSnapshot: RemoveSnapshotResult,
   mergeDisk: MergeDiskResult,
   reconcile: ReconcileResult,
+  backupVm: BackupVmResult,
+  restoreBackup: RestoreBackupResult,
+  pruneBackups: PruneBackupsResult,
 } as const;
 
 /** The answer of the `progress` query, per workflow type (removeSnapshot adds each disk's progress). */
@@ -95,4 +145,7 @@ export const ProgressAnswers = {
   removeSnapshot: RemoveSnapshotProgress,
   mergeDisk: Progress,
   reconcile: Progress,
+  backupVm: BackupProgress,
+  restoreBackup: Progress,
+  pruneBackups: Progress,
 } as const;

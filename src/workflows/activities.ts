@@ -1,7 +1,12 @@
 // Activity proxies, one set per queue. Retries are unbounded where a crash of the agent, libvirtd or the
 // server must end in a resumed merge; the non-retryable failure types end the workflow instead.
 import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
-import type { EngineActivities, HostActivities, StorageActivities } from '../activities/contracts';
+import type {
+  BackupActivities,
+  EngineActivities,
+  HostActivities,
+  StorageActivities,
+} from '../activities/contracts';
 import { ENGINE_TASK_QUEUE, STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import { FailureType } from '../schemas/progress';
 
@@ -89,4 +94,21 @@ export const engine = proxyActivities<EngineActivities>({
   startToCloseTimeout: '30s',
   heartbeatTimeout: LIVENESS,
   retry: RETRY,
+});
+
+/** The backup repository's work, on the storage role (it reads the storage domain and writes the repository). */
+export const backups = proxyActivities<BackupActivities>({
+  taskQueue: STORAGE_TASK_QUEUE,
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: LIVENESS,
+  retry: RETRY,
+});
+
+/** A copy runs as long as its data takes; a cancellation waits for it to stop (its daemon killed, .part removed). */
+export const backupCopies = proxyActivities<BackupActivities>({
+  taskQueue: STORAGE_TASK_QUEUE,
+  startToCloseTimeout: '7d',
+  heartbeatTimeout: '10s',
+  retry: RETRY,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });

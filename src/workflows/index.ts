@@ -5,3 +5,7 @@ export { reconcile } from './reconcile';
 export { removeSnapshot } from './remove-snapshot';
 export { listHostVms } from './smoke';
 export { findVm } from './find-vm';
+export { backupVm } from './backup-vm';
+export { restoreBackup } from './restore-backup';
+export { pruneBackups } from './prune-backups';
+export { vmLock } from './vm-lock';

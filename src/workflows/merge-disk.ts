@@ -30,6 +30,7 @@ import {
   summaryOf,
 } from './merge-steps';
 import { diskProgressSignal, hostStageSignal } from './signals';
+import { VM_LOCK_PATCH, withVmLock } from './vm-lock';
 
 export type { MergeDiskResult };
 
@@ -53,7 +54,17 @@ async function mergeDiskOnHost(raw: MergeDiskInput, metric: MergeMetric): Promis
   tracker.vm(input.vmId);
   metric.labels.direction = input.direction;
   const toParent = parentReporter(input.imageId, tracker);
+  // One snapshot removal, merge or backup per VM at a time (a removal's own merges run under its lock).
+  if (!patched(VM_LOCK_PATCH)) return await mergeDiskSteps(input, tracker, metric, toParent);
+  return await withVmLock(input.vmId, tracker, () => mergeDiskSteps(input, tracker, metric, toParent));
+}
 
+async function mergeDiskSteps(
+  input: ParsedMergeDiskInput,
+  tracker: ProgressTracker,
+  metric: MergeMetric,
+  toParent: { target: string },
+): Promise<MergeDiskResult> {
   // 2. Inspect, on the VM's host: the plan is decided once against the VM's real chains.
   tracker.stage('inspecting');
   let hostId: string | null = null;

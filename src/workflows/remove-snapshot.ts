@@ -4,6 +4,7 @@ import {
   CancelledFailure,
   ParentClosePolicy,
   isCancellation,
+  patched,
   setHandler,
   startChild,
 } from '@temporalio/workflow';
@@ -19,6 +20,7 @@ import { mergeDisk } from './merge-disk';
 import { MergeMetric } from './metrics';
 import { ProgressTracker, initialProgress, progressQuery } from './progress';
 import { diskProgressSignal } from './signals';
+import { VM_LOCK_PATCH, inheritVmLock, withVmLock } from './vm-lock';
 
 export type { RemoveSnapshotResult };
 
@@ -50,7 +52,7 @@ async function removeSnapshotOf(
   const vm = await hostActivities(located.hostId).short.describeVm({ vmId: input.vmId });
 
   // For each disk in a storage domain: the volume frozen by the snapshot and its child.
-  const merges: Array<{ target: string; chain: VolumeInfo[]; base: VolumeInfo; top: VolumeInfo }> = [];
+  const merges: Merge[] = [];
   for (const disk of vm.disks) {
     if (!disk.volume) continue;
     const { storageDomainId, imageId, volumeId } = disk.volume;
@@ -66,6 +68,26 @@ async function removeSnapshotOf(
   if (merges.length === 0)
     fail('SnapshotNotFound', `no disk of VM ${input.vmId} has a volume of snapshot ${input.snapshotId}`);
 
+  // One snapshot removal, merge or backup per VM at a time; its merges run under its lock.
+  if (!patched(VM_LOCK_PATCH)) return await mergeAll(input, located.hostId, merges, disks, tracker, metric);
+  return await withVmLock(input.vmId, tracker, () =>
+    mergeAll(input, located.hostId, merges, disks, tracker, metric, inheritVmLock(input.vmId)),
+  );
+}
+
+type ParsedInput = ReturnType<typeof RemoveSnapshotInput.parse>;
+type Merge = { target: string; chain: VolumeInfo[]; base: VolumeInfo; top: VolumeInfo };
+
+async function mergeAll(
+  input: ParsedInput,
+  hostId: string,
+  merges: Merge[],
+  disks: DiskProgress[],
+  tracker: ProgressTracker,
+  metric: MergeMetric,
+  childOptions: { memo?: Record<string, string> } = {},
+): Promise<RemoveSnapshotResult> {
+  const located = { hostId };
   for (const m of merges) disks.push({ ...initialProgress(), imageId: m.base.imageId, target: m.target });
   await audit('started', input.vmId, located.hostId, { input, disks: merges.map((m) => m.target) });
 
@@ -76,6 +98,7 @@ async function removeSnapshotOf(
         // A merge already running on this disk makes the start fail (child ids never attach): its
         // request may differ from ours.
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        ...childOptions,
         args: [
           {
             vmId: input.vmId,

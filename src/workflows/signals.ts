@@ -9,3 +9,6 @@ export const diskProgressSignal =
 
 /** mergeOnHost (the host unit) → its mergeDisk, on each stage change on the host. */
 export const hostStageSignal = defineSignal<[HostStageReport]>(HOST_STAGE_SIGNAL);
+
+/** backupVm in NBD export mode: the backup application has read what it needs; the exports may stop. */
+export const backupDoneSignal = defineSignal('backupDone');

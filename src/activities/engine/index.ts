@@ -1,3 +1,5 @@
+import { Context } from '@temporalio/activity';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import type { AuditLog } from '../../audit/audit-log';
 import type { EngineActivities } from '../contracts';
 
@@ -15,6 +17,19 @@ export function createEngineActivities(deps: EngineActivityDeps): EngineActiviti
     audit: (event) => deps.auditLog.append(event),
     /** Read-only. */
     configuredHosts: () => Promise.resolve(deps.hosts),
+    /** Read-only: the lock workflow's memo names the workflow that took it. */
+    vmLockHolder: async ({ vmId }) => {
+      let memo: Record<string, unknown> | undefined;
+      try {
+        const d = await Context.current().client.workflow.getHandle(`vm-lock:${vmId}`).describe();
+        if (d.status.name === 'RUNNING') memo = d.memo;
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+      }
+      const holder = memo?.holder as { workflowId?: unknown; workflowType?: unknown } | undefined;
+      if (typeof holder?.workflowId !== 'string' || typeof holder.workflowType !== 'string') return null;
+      return { workflowId: holder.workflowId, workflowType: holder.workflowType };
+    },
     /** Read-only. */
     locatePolicy: () => Promise.resolve({ timeoutSeconds: deps.locateTimeoutSeconds }),
   };

@@ -1,5 +1,6 @@
 import type { HostActivities } from '../contracts';
 import { typed } from '../failures';
+import { makeAddBackupBitmap, makeRemoveBackupBitmaps } from './bitmaps';
 import { makeAbortJob, makePivot, makeStartJob } from './block-job';
 import type { HostActivityDeps } from './deps';
 import { makeDescribeVm, makeListVms, makeLocateVm } from './list-vms';
@@ -26,5 +27,7 @@ export function createHostActivities(deps: HostActivityDeps): HostActivities {
     verifyMerged: typed(makeVerifyMerged(deps)),
     snapshotDisks: typed(makeSnapshotDisks(deps)),
     setDiskSources: typed(makeSetDiskSources(deps)),
+    addBackupBitmap: typed(makeAddBackupBitmap(deps)),
+    removeBackupBitmaps: typed(makeRemoveBackupBitmaps(deps)),
   };
 }
