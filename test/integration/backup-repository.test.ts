@@ -6,6 +6,7 @@
 // re-run after a crash at each step.
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -28,6 +29,7 @@ import {
 import { restoreBackup, restoreBackupDisk } from '../../src/backup/restore';
 import type { BackupCatalog, BackupDisk, BackupRecord } from '../../src/backup/types';
 import { coldPull, coldPullState } from '../../src/merge/cold';
+import { LockTimeout } from '../../src/storage/errors';
 import {
   dumpRaw,
   imageInfo,
@@ -293,6 +295,32 @@ describe('repository paths and catalog', () => {
     expect(await removeBackupRecord(r.repo, r.vmId, randomUUID())).toBe('not-recorded');
   });
 
+  it('waits for the catalog lock another process holds (LockTimeout, nothing written), then records', async () => {
+    const r = await buildBackups();
+    const dir = path.join(r.repo, r.vmId);
+    // An owner record as src/storage/lock.ts writes it, of a process this one cannot prove dead.
+    const owner = {
+      token: 'other',
+      host: os.hostname(),
+      bootId: null,
+      pidNs: null,
+      pid: process.pid,
+      pidStart: null,
+    };
+    await fs.writeFile(
+      path.join(dir, '.backups.lock'),
+      JSON.stringify({ ...owner, acquiredAt: '', purpose: 'test' }),
+    );
+    const first = r.records[0] as BackupRecord;
+    await expect(recordBackup(r.repo, r.vmId, first, { timeoutMs: 200 })).rejects.toBeInstanceOf(LockTimeout);
+    await expect(
+      pruneBackups({ repository: r.repo, vmId: r.vmId, keep: 1 }, { lock: { timeoutMs: 200 } }),
+    ).rejects.toBeInstanceOf(LockTimeout);
+    expect(await fs.readdir(dir)).not.toContain('backups.json');
+    await fs.rm(path.join(dir, '.backups.lock'));
+    expect(await recordBackup(r.repo, r.vmId, first)).toBe('recorded');
+  });
+
   it('refuses bad records before writing anything', async () => {
     const r = await buildBackups();
     const catalogFile = path.join(r.repo, r.vmId, 'backups.json');
@@ -372,6 +400,9 @@ describe('restore', () => {
     const ino = (await fs.stat(out)).ino;
     expect(await restoreBackupDisk(req)).toMatchObject({ status: 'already-restored', path: out });
     expect((await fs.stat(out)).ino).toBe(ino);
+    // Negative control: the comparison does tell two points apart.
+    expect(await sameGuestView(out, 'qcow2', r.view('A', 2), 'raw')).toBe(false);
+    await expect(readPatterns(out, 'qcow2', guestView('A', 2))).rejects.toThrow(/pattern check/);
     // A .part left by an interrupted restore is replaced, not trusted.
     const req3 = { ...req, backupId: r.ids[2] as string, targetDir: await tmp('livemerge-restore-') };
     await fs.writeFile(path.join(req3.targetDir, `${r.image.A}.qcow2.part`), 'torn');
@@ -514,6 +545,20 @@ describe('prune', () => {
       const [b1, b2, b3] = r.ids as [string, string, string];
       const before = await listVm(r);
       await crash(r);
+      // The crash really left what its name says: b2 self-contained; from 'journaled' on a journal; from
+      // 'cataloged' on b1 gone from the catalog but its files still there.
+      const journal = path.join(r.repo, r.vmId, '.prune-pending.json');
+      const journaled = name.includes("'journaled'") || name.includes("'cataloged'");
+      const cataloged = name.includes("'cataloged'");
+      expect((await imageInfo(diskFile(r.repo, r.vmId, r.image.A, b2)))['backing-filename']).toBeUndefined();
+      expect(
+        await fs.stat(journal).then(
+          () => true,
+          () => false,
+        ),
+      ).toBe(journaled);
+      expect((await readCatalog(r.repo, r.vmId)).backups.some((b) => b.backupId === b1)).toBe(!cataloged);
+      expect(await listVm(r)).toEqual(journaled ? [...before, '.prune-pending.json'].sort() : before);
       // Whatever the crash left, the catalog still restores every point it lists.
       const c = await readCatalog(r.repo, r.vmId);
       for (const b of c.backups) await assertRestores(r, r.ids.indexOf(b.backupId));
