@@ -37,7 +37,7 @@ import {
   validUuid,
   vmDir,
 } from './paths';
-import { readCatalog, withCatalogLock, writeCatalogLocked } from './repository';
+import { readCatalog, removeBackupRecordLocked, withCatalogLock } from './repository';
 import type { BackupCatalog, BackupRecord } from './types';
 
 export interface PruneRequest {
@@ -193,13 +193,8 @@ async function removeOldest(
   await writeFileAtomic(journalFile, `${JSON.stringify(journal, null, 2)}\n`);
   await step('journaled');
   // 3. The restore point leaves the catalog; its children are now roots.
-  const after: BackupCatalog = {
-    ...catalog,
-    backups: catalog.backups
-      .filter((b) => b !== oldest)
-      .map((b) => (b.parentBackupId === oldest.backupId ? { ...b, parentBackupId: null } : b)),
-  };
-  await writeCatalogLocked(repository, vmId, after);
+  await removeBackupRecordLocked(repository, vmId, oldest.backupId);
+  const after = await readCatalog(repository, vmId);
   await step('cataloged');
   // 4. Only now its files (a disk the children lack goes with it), then the journal.
   await deleteFiles(repository, vmId, after, journal, run);
