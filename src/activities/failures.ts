@@ -1,5 +1,6 @@
 // Typed errors from the primitives become ApplicationFailures whose `type` workflows and users act on.
 import { ApplicationFailure } from '@temporalio/common';
+import { BackupError } from '../backup/errors';
 import { LibvirtError } from '../libvirt/errors';
 import { isRetryableLibvirtError } from '../libvirt/retryable';
 import { QemuImgError } from '../qemu/qemu-img';
@@ -17,6 +18,13 @@ const STORAGE_TO_FAILURE: Partial<Record<StorageError['code'], string>> = {
   DELETION_REFUSED: 'DeletionRefused',
 };
 
+const BACKUP_TO_FAILURE: Record<BackupError['code'], string> = {
+  BACKUP_REQUEST_INVALID: 'InvalidRequest',
+  BACKUP_NOT_FOUND: 'BackupNotFound',
+  BACKUP_CATALOG_CORRUPT: 'ChainMismatch',
+  BACKUP_CHAIN_BROKEN: 'ChainMismatch',
+};
+
 export function nonRetryable(type: string, message: string, details?: unknown): ApplicationFailure {
   return ApplicationFailure.create({ type, message, nonRetryable: true, details: details ? [details] : [] });
 }
@@ -29,6 +37,13 @@ export function asFailure(err: unknown): never {
     if (type) throw nonRetryable(type, err.message, { code: err.code });
     throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });
   }
+  if (err instanceof BackupError)
+    throw ApplicationFailure.create({
+      type: BACKUP_TO_FAILURE[err.code],
+      message: err.message,
+      nonRetryable: !err.retryable,
+      details: [{ code: err.code }],
+    });
   // Retryable: qemu-img fails for reasons that pass (an image lock, a file a concurrent step replaced).
   if (err instanceof QemuImgError)
     throw ApplicationFailure.create({ type: err.code, message: err.message, cause: err });

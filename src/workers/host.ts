@@ -1,7 +1,7 @@
 import type { NativeConnection } from '@temporalio/worker';
 import { Worker } from '@temporalio/worker';
 import { createHostActivities } from '../activities/host';
-import { createStorageActivities } from '../activities/storage';
+import { createBackupActivities, createStorageActivities } from '../activities/storage';
 import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../common/task-queues';
 import type { DeploymentVersion } from '../config';
 import type { LibvirtConnection } from '../libvirt';
@@ -47,7 +47,7 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
         connection: opts.connection,
         namespace: opts.namespace,
         taskQueue: STORAGE_TASK_QUEUE,
-        activities: createStorageActivities({
+        activities: storageRoleActivities({
           storageRoot: opts.storageRoot,
           domainXmls: opts.domainXmls,
           ...(breakpoint ? { breakpoint } : {}),
@@ -59,4 +59,9 @@ export async function createHostWorkers(opts: HostAgentOptions): Promise<Worker[
       }),
     );
   return workers;
+}
+
+/** The storage role: the storage domains' metadata, cold merges and deletion, and the backup repository. */
+function storageRoleActivities(deps: Parameters<typeof createStorageActivities>[0]): object {
+  return { ...createStorageActivities(deps), ...createBackupActivities(deps) };
 }

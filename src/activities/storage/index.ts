@@ -8,6 +8,7 @@ import { makeRecordMerge } from './record-merge';
 import { makeCreateVolume, makeReadChain, makeSetSnapshotId } from './volumes';
 
 export type { StorageActivityDeps } from './deps';
+export { createBackupActivities } from './backups';
 
 /** Activities of the storage role on `livemerge-storage`: metadata changes, cold merges, deletion. */
 export function createStorageActivities(deps: StorageActivityDeps): StorageActivities {

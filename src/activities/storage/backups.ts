@@ -1,0 +1,125 @@
+// The backup repository's activities on the storage role: it reads the storage domain's frozen images and
+// writes the repository (src/backup holds the work; these wire it to Temporal: heartbeats, cancellation).
+import path from 'node:path';
+import fs from 'node:fs/promises';
+import { Context } from '@temporalio/activity';
+import { discardScratch, planDiskBackup } from '../../backup/changed-blocks';
+import { copyDiskBackup, discardBackupFiles } from '../../backup/copy';
+import { startNbdExports, stopNbdExports } from '../../backup/nbd-export';
+import { pruneBackups } from '../../backup/prune';
+import { diskFile, readCatalog, recordBackup, vmDir } from '../../backup/repository';
+import { restoreBackupDisk } from '../../backup/restore';
+import { listBitmaps } from '../../merge/cold/bitmaps';
+import type { BackupActivities, BackupRef } from '../contracts';
+import { typed } from '../failures';
+import type { StorageActivityDeps } from './deps';
+
+const BITMAP_PREFIX = 'livemerge-';
+
+/** A backup's scratch overlays and NBD socket: in the repository, or beside the storage domains (NBD mode). */
+function workDir(deps: StorageActivityDeps, ref: BackupRef): string {
+  return ref.repository
+    ? path.join(vmDir(ref.repository, ref.vmId), '.work', ref.backupId)
+    : path.join(deps.storageRoot, '.backup-exports', ref.vmId, ref.backupId);
+}
+
+export function createBackupActivities(deps: StorageActivityDeps): BackupActivities {
+  const activities: BackupActivities = {
+    /** Read-only. */
+    readBackups: ({ repository, vmId }) => readCatalog(repository, vmId),
+
+    /** Read-only. */
+    backupBitmaps: async ({ disk }) => {
+      const leaf = disk.chain[disk.chain.length - 1]!;
+      return (await listBitmaps(leaf.path, leaf.format))
+        .map((b) => b.name)
+        .filter((n) => n.startsWith(BITMAP_PREFIX));
+    },
+
+    /** Idempotent: the scratch overlay is made afresh each time. */
+    planBackupDisk: async (input) => {
+      const dir = workDir(deps, input);
+      await fs.mkdir(dir, { recursive: true });
+      const ctx = activityContext();
+      return await planDiskBackup(input.disk, {
+        scratchDir: dir,
+        ...(input.bitmap !== undefined ? { bitmap: input.bitmap } : {}),
+        ...(input.reasonIfFull !== undefined ? { reasonIfFull: input.reasonIfFull } : {}),
+        ...(ctx ? { signal: ctx.cancellationSignal } : {}),
+      });
+    },
+
+    /** Idempotent: a final file exists only once complete (renamed from .part), and is then reported. */
+    copyBackupDisk: async (input) => {
+      const file = diskFile(input.repository, input.vmId, input.disk.imageId, input.backupId);
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      const ctx = activityContext();
+      const out = await copyDiskBackup(input.disk, input.plan, {
+        file,
+        ...(input.parentBackupId ? { parentFile: `${input.parentBackupId}.qcow2` } : {}),
+        ...(input.bandwidthBytesPerSec ? { bandwidthBytesPerSec: input.bandwidthBytesPerSec } : {}),
+        onProgress: (copied, total) => ctx?.heartbeat({ copied, total }),
+        ...(ctx ? { signal: ctx.cancellationSignal } : {}),
+      });
+      await discardScratch(input.plan);
+      return out;
+    },
+
+    /** Idempotent: a daemon still serving this backup's exports is reused. */
+    startBackupExports: async (input) => {
+      const dir = workDir(deps, input);
+      await fs.mkdir(dir, { recursive: true });
+      const started = await startNbdExports({
+        disks: input.disks.map((d) => ({ name: d.disk.target, disk: d.disk, plan: d.plan })),
+        socketPath: path.join(dir, 'nbd.sock'),
+        pidFile: path.join(dir, 'nbd.pid'),
+      });
+      return {
+        exports: started.exports.map((e) => ({
+          target: e.name,
+          uri: e.uri,
+          ...(e.bitmap ? { bitmap: e.bitmap } : {}),
+        })),
+      };
+    },
+
+    /** Idempotent: no daemon, nothing to stop; the work directory goes with it. */
+    stopBackupExports: async (ref) => {
+      const dir = workDir(deps, ref);
+      await stopNbdExports(path.join(dir, 'nbd.pid'));
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+
+    /** Idempotent: a record of that backup id already there is 'already-recorded'. */
+    recordBackup: async ({ repository, vmId, record }) => ({
+      status: await recordBackup(repository, vmId, record),
+    }),
+
+    /** Idempotent: files already gone are skipped. */
+    discardBackup: async (input) => {
+      await discardBackupFiles(
+        input.imageIds.map((imageId) => diskFile(input.repository, input.vmId, imageId, input.backupId)),
+      );
+      await fs.rm(workDir(deps, input), { recursive: true, force: true });
+    },
+
+    /** Idempotent: a restored file already there is reported. */
+    restoreBackupDisk: async (input) => ({ path: (await restoreBackupDisk(input)).path }),
+
+    /** Idempotent: each step is recognised by the files' headers and the prune journal. */
+    pruneBackups: (input) => pruneBackups(input),
+  };
+  // Every thrown primitive error becomes the failure type it means.
+  return Object.fromEntries(
+    Object.entries(activities).map(([name, fn]) => [name, typed(fn as (...a: unknown[]) => Promise<unknown>)]),
+  ) as unknown as BackupActivities;
+}
+
+/** The running activity's context; none when called directly (a test). */
+function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
