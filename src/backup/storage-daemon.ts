@@ -22,6 +22,11 @@ export class StorageDaemonError extends Error {
   }
 }
 
+/** Values inside QEMU's `key=value,…` option syntax: a comma is written twice. */
+export function qemuOptValue(v: string): string {
+  return v.replaceAll(',', ',,');
+}
+
 export interface StorageDaemon {
   pid: number;
   qmp: QmpClient;
