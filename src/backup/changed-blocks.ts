@@ -5,8 +5,9 @@
 // unioned bitmap under the same name: the copy reads from it, an NBD export offers it.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { listBitmaps, mergeBitmapFrom, type PersistentBitmap } from '../merge/cold/bitmaps';
-import { qemuImgCreate, runQemuImg, type RunOptions } from '../qemu/qemu-img';
+import { mergeBitmapFrom, toPersistentBitmaps, type PersistentBitmap } from '../merge/cold/bitmaps';
+import { qemuImgCreate, qemuImgInfo, runQemuImg, type RunOptions } from '../qemu/qemu-img';
+import type { Format } from '../schemas/volume';
 import type { DiskBackupPlan, FrozenDisk } from './types';
 import { dirtyExtents } from './dirty-map';
 import { dataExtents, totalLength } from './extents';
@@ -28,6 +29,16 @@ export function scratchPath(disk: FrozenDisk, scratchDir: string): string {
   return path.join(scratchDir, `${disk.imageId}.scratch.qcow2`);
 }
 
+/**
+ * The bitmaps of a frozen image, as listBitmaps reads them but WITHOUT force-share (-U): a frozen image
+ * is only open read-only (as the VM's backing file), which lets readers in; an image someone holds for
+ * writing is not frozen, and the image lock makes that an error here instead of a silently wrong plan.
+ */
+async function frozenBitmaps(file: string, format: Format, opts: RunOptions): Promise<PersistentBitmap[]> {
+  const [info] = await qemuImgInfo(file, { ...opts, format, forceShare: false });
+  return toPersistentBitmaps(info?.['format-specific']?.data?.bitmaps ?? []);
+}
+
 /** Why the bitmap cannot be trusted on this chain (full backup), or the run of images carrying it, leaf first. */
 export type BitmapRun = { ok: true; run: string[]; granularity: number } | { ok: false; reason: string };
 
@@ -41,10 +52,9 @@ export async function findBitmapRun(
   if (!leaf) return { ok: false, reason: 'the frozen chain is empty' };
   if (leaf.format === 'raw')
     return { ok: false, reason: `a raw image cannot hold a bitmap (the frozen leaf ${leaf.path} is raw)` };
-  // Headers only (qemu-img info -U, as everywhere in livemerge: a header read must not need a lock).
   const carried: Array<PersistentBitmap | undefined> = [];
   for (const img of chain) {
-    const bms = img.format === 'raw' ? [] : await listBitmaps(img.path, img.format, opts);
+    const bms = img.format === 'raw' ? [] : await frozenBitmaps(img.path, img.format, opts);
     carried.push(bms.find((b) => b.name === bitmap));
   }
   const leafBitmap = carried[chain.length - 1];

@@ -16,9 +16,11 @@ import { liveDaemonPid, startNbdExports, stopNbdExports } from '../../src/backup
 import { QmpError } from '../../src/backup/qmp';
 import { startStorageDaemon, StorageDaemonError } from '../../src/backup/storage-daemon';
 import type { Extent, FrozenDisk } from '../../src/backup/types';
+import { QemuImgError } from '../../src/qemu/qemu-img';
 import type { Format } from '../../src/schemas/volume';
 import {
   crashWhileOpen,
+  holdOpen,
   makeTmpDir,
   readPatterns,
   runOk,
@@ -329,6 +331,26 @@ describe('full-backup fallbacks, per disk, with the reason', () => {
     const p = await planDiskBackup(disk, { scratchDir: root, bitmap: 'livemerge-P' });
     expect(p.mode).toBe('full');
     expect(p.reason).toMatch(/base is inconsistent \(in use: QEMU did not close the image\)/);
+  });
+
+  it('an image held open for writing is not frozen: the plan fails on its lock (no force-share)', async () => {
+    const { root, disk } = await chainOf([
+      { name: 'base', bitmaps: ['livemerge-P'] },
+      { name: 's1', bitmaps: ['livemerge-P'] },
+    ]);
+    const held = await holdOpen(disk.chain[1]?.path ?? '', 'qcow2');
+    try {
+      const e = await planDiskBackup(disk, { scratchDir: root, bitmap: 'livemerge-P' }).catch(
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(QemuImgError);
+      expect((e as QemuImgError).stderr).toMatch(/lock/);
+    } finally {
+      await held.close();
+    }
+    expect((await planDiskBackup(disk, { scratchDir: root, bitmap: 'livemerge-P' })).mode).toBe(
+      'incremental',
+    );
   });
 
   it('a raw base below the run does not break it: incremental from the qcow2 leaf', async () => {
