@@ -459,6 +459,21 @@ describe('abort and daemon errors', () => {
     expect(await fs.readdir(path.dirname(file))).toEqual([]);
   });
 
+  it('a daemon still running when Node exits is killed with it', async () => {
+    const root = await tmpRoot();
+    const img = path.join(root, 'img');
+    await qcow2(img);
+    const script = [
+      `const { startStorageDaemon } = require(${JSON.stringify(path.resolve('src/backup/storage-daemon.ts'))});`,
+      `startStorageDaemon({ runDir: ${JSON.stringify(root)}, args: ['--blockdev', 'driver=file,node-name=f,filename=${img}'] })`,
+      `  .then((d) => { console.log(d.pid); process.exit(0); });`,
+    ].join('\n');
+    const out = await runOk(path.resolve('node_modules/.bin/tsx'), ['-e', script]);
+    const pid = Number(out.trim());
+    expect(pid).toBeGreaterThan(0);
+    expect(await daemonsUnder(root)).toEqual([]);
+  });
+
   it('a daemon that cannot start says why; a failing QMP command carries class and desc', async () => {
     const root = await tmpRoot();
     const missing = path.join(root, 'no-such-image');
