@@ -1,11 +1,11 @@
 // Shared helpers for tests that work on qcow2/raw image files with the QEMU tools: patterns written
 // and read with qemu-io, raw dumps and comparisons with qemu-img, dirty-bitmap maps through
-// qemu-nbd + nbdinfo. Every tool runs through execFile/spawn (no shell).
+// an NBD export + nbdinfo. Every tool runs through execFile/spawn (no shell).
 import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { readDirtyMaps } from '../../src/backup/dirty-map';
 
 export type ImgFormat = 'raw' | 'qcow2';
 
@@ -142,123 +142,21 @@ export interface Extent {
   dirty: boolean;
 }
 
-const nbdServers = new Set<ChildProcess>();
+/**
+ * Each bitmap's map of `file` (dirty and clean ranges), read over NBD as a backup application reads
+ * it: the production reader (src/backup/dirty-map.ts, a read-only qemu-storage-daemon export and
+ * `nbdinfo --json --map=qemu:dirty-bitmap:NAME`). Its daemon is gone when this returns, also on failure.
+ */
+export async function dirtyMaps(file: string, bitmaps: readonly string[]): Promise<Record<string, Extent[]>> {
+  return readDirtyMaps(file, bitmaps);
+}
+
+/** Nothing to stop any more (dirtyMaps leaves no server running); kept for the suites' afterEach. */
+export async function stopAllNbdServers(): Promise<void> {}
 
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-async function stopServer(child: ChildProcess): Promise<void> {
-  const gone = exited(child);
-  if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const hard = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      resolve();
-    }, 5_000);
-  });
-  await Promise.race([gone, hard]);
-  clearTimeout(timer);
-  await gone;
-  nbdServers.delete(child);
-}
-
-/** Kills every qemu-nbd these helpers started that is still running (afterEach safety net). */
-export async function stopAllNbdServers(): Promise<void> {
-  await Promise.all([...nbdServers].map(stopServer));
-}
-
-/** Resolves once `sock` exists as a socket; rejects when the server exits first or at the deadline. */
-function waitForSocket(
-  sock: string,
-  child: ChildProcess,
-  stderr: () => string,
-  deadlineMs: number,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const finish = (err?: Error): void => {
-      if (settled) return;
-      settled = true;
-      watcher.close();
-      clearTimeout(timer);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve();
-    };
-    const check = (): void => {
-      fs.stat(sock).then(
-        (st) => st.isSocket() && finish(),
-        () => undefined,
-      );
-    };
-    const onExit = (code: number | null, sig: NodeJS.Signals | null): void =>
-      finish(new Error(`qemu-nbd exited before listening (${code ?? sig}): ${stderr()}`));
-    // Watch first, then check once: a socket created in between is seen by one or the other.
-    const watcher = fsSync.watch(path.dirname(sock), check);
-    child.once('exit', onExit);
-    const timer = setTimeout(
-      () => finish(new Error(`no socket ${sock} after ${deadlineMs} ms: ${stderr()}`)),
-      deadlineMs,
-    );
-    check();
-  });
-}
-
-/**
- * qemu-nbd creates its socket file before it listens on it: a refused connection right after the file
- * appeared is retried (every 20 ms, for 10 s at most); any other failure is final.
- */
-async function nbdinfoWhenListening(args: readonly string[]): Promise<string> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const r = await runTool('nbdinfo', args);
-    if (r.code === 0) return r.stdout;
-    if (!/Connection refused/.test(r.stderr) || Date.now() > deadline)
-      throw new Error(`nbdinfo ${args.join(' ')}: exit ${r.code ?? r.signal}: ${r.stderr.trim()}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-/**
- * Exports `file` read-only with qemu-nbd (`-r -t -f qcow2 -B name... --socket=...`) and reads each
- * bitmap's map with `nbdinfo --json --map=qemu:dirty-bitmap:NAME`. The server is stopped before
- * returning, also on failure.
- */
-export async function dirtyMaps(file: string, bitmaps: readonly string[]): Promise<Record<string, Extent[]>> {
-  const sockDir = await makeTmpDir('livemerge-nbd-');
-  const sock = path.join(sockDir, 'nbd.sock');
-  const args = ['-r', '-t', '-f', 'qcow2', ...bitmaps.flatMap((b) => ['-B', b]), `--socket=${sock}`, file];
-  const child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  nbdServers.add(child);
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const spawnFailed = new Promise<never>((_, reject) => child.once('error', reject));
-  try {
-    await Promise.race([waitForSocket(sock, child, () => stderr, 10_000), spawnFailed]);
-    const maps: Record<string, Extent[]> = {};
-    for (const b of bitmaps) {
-      const out = await nbdinfoWhenListening([
-        '--json',
-        `--map=qemu:dirty-bitmap:${b}`,
-        `nbd+unix:///?socket=${sock}`,
-      ]);
-      const raw = JSON.parse(out) as Array<{
-        offset: number;
-        length: number;
-        type: number;
-        description: string;
-      }>;
-      maps[b] = raw.map((e) => ({ offset: e.offset, length: e.length, dirty: (e.type & 1) === 1 }));
-    }
-    return maps;
-  } finally {
-    spawnFailed.catch(() => undefined);
-    await stopServer(child);
-    await fs.rm(sockDir, { recursive: true, force: true });
-  }
 }
 
 /** The parts of `ranges` that no dirty extent covers (empty: every range is covered). */
