@@ -64,10 +64,18 @@ export const ListDomainsFlags = {
 } as const;
 
 /** virDomainCheckpointCreateFlags (VIR_DOMAIN_CHECKPOINT_CREATE_*) */
-export const CheckpointCreateFlags = { REDEFINE: 1 << 0, QUIESCE: 1 << 1, REDEFINE_VALIDATE: 1 << 2 } as const;
+export const CheckpointCreateFlags = {
+  REDEFINE: 1 << 0,
+  QUIESCE: 1 << 1,
+  REDEFINE_VALIDATE: 1 << 2,
+} as const;
 
 /** virDomainCheckpointDeleteFlags (VIR_DOMAIN_CHECKPOINT_DELETE_*) */
-export const CheckpointDeleteFlags = { CHILDREN: 1 << 0, METADATA_ONLY: 1 << 1, CHILDREN_ONLY: 1 << 2 } as const;
+export const CheckpointDeleteFlags = {
+  CHILDREN: 1 << 0,
+  METADATA_ONLY: 1 << 1,
+  CHILDREN_ONLY: 1 << 2,
+} as const;
 
 /** virDomainSnapshotCreateFlags (VIR_DOMAIN_SNAPSHOT_CREATE_*) */
 export const SnapshotCreateFlags = {

@@ -25,19 +25,25 @@ export async function backupVm(s: Stack, input: BackupVmInput): Promise<BackupVm
 }
 
 export async function restoreBackup(s: Stack, input: RestoreBackupInput): Promise<RestoreBackupResult> {
-  return await s.client.workflow.execute('restoreBackup', {
-    taskQueue: ENGINE_TASK_QUEUE,
-    workflowId: `restore-backup:${input.vmId}:${input.backupId}:${randomUUID()}`,
-    args: [input],
-  });
+  return await s.client.workflow.execute<(i: RestoreBackupInput) => Promise<RestoreBackupResult>>(
+    'restoreBackup',
+    {
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowId: `restore-backup:${input.vmId}:${input.backupId}:${randomUUID()}`,
+      args: [input],
+    },
+  );
 }
 
 export async function pruneBackups(s: Stack, input: PruneBackupsInput): Promise<PruneBackupsResult> {
-  return await s.client.workflow.execute('pruneBackups', {
-    taskQueue: ENGINE_TASK_QUEUE,
-    workflowId: `prune-backups:${input.vmId}:${randomUUID()}`,
-    args: [input],
-  });
+  return await s.client.workflow.execute<(i: PruneBackupsInput) => Promise<PruneBackupsResult>>(
+    'pruneBackups',
+    {
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowId: `prune-backups:${input.vmId}:${randomUUID()}`,
+      args: [input],
+    },
+  );
 }
 
 /** What the guest reads on each disk now, as raw files (`<dir>/<tag>-<target>.raw`), by target. */

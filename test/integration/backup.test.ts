@@ -159,8 +159,8 @@ describe('backupVm', () => {
     const user = await createSnapshot(s, vm.uuid);
     await writeThroughGuest(vm.domain, 0, { byte: 0x52, offset: 0, length: 4096 * KiB });
 
-    // A slow full copy (4 MiB at 512 KiB/s) holds the VM.
-    const backup = await startBackup(s, { vmId: vm.uuid, repository: repo, bandwidthBytesPerSec: 512 * KiB });
+    // A slow full copy holds the VM: the backup job's rate limit counts the whole 64 MiB disk (8 s).
+    const backup = await startBackup(s, { vmId: vm.uuid, repository: repo, bandwidthBytesPerSec: 8 << 20 });
     await waitForProgress(backup, (p) => p.stage === 'copying');
     const refused = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: user.snapshotId });
     expect(await failureTypeOf(refused.result())).toBe('BackupInProgress');

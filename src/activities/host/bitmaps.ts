@@ -60,7 +60,8 @@ export function makeRemoveBackupBitmaps(deps: HostActivityDeps): HostActivities[
             continue;
           }
           const holders = chain.filter((e) => (e.bitmaps ?? []).some((x) => x.name === bitmap));
-          for (const e of holders) await runQemuImg(['bitmap', '--remove', '-f', 'qcow2', e.filename, bitmap]);
+          for (const e of holders)
+            await runQemuImg(['bitmap', '--remove', '-f', 'qcow2', e.filename, bitmap]);
           if (holders.length > 0) removed.push({ target: d.target, bitmap });
         }
       }

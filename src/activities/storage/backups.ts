@@ -111,7 +111,10 @@ export function createBackupActivities(deps: StorageActivityDeps): BackupActivit
   };
   // Every thrown primitive error becomes the failure type it means.
   return Object.fromEntries(
-    Object.entries(activities).map(([name, fn]) => [name, typed(fn as (...a: unknown[]) => Promise<unknown>)]),
+    Object.entries(activities).map(([name, fn]) => [
+      name,
+      typed(fn as (...a: unknown[]) => Promise<unknown>),
+    ]),
   ) as unknown as BackupActivities;
 }
 
