@@ -54,6 +54,10 @@ export const BackupProgress = Progress.extend({
       }),
     )
     .describe("each disk's copy"),
+  exports: z
+    .array(z.object({ target: z.string(), uri: z.string(), bitmap: z.string().optional() }))
+    .optional()
+    .describe('NBD export mode: the read-only exports, once the stage is `ready` (until backupDone)'),
 });
 export type BackupProgress = z.infer<typeof BackupProgress>;
 

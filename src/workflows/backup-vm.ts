@@ -35,7 +35,12 @@ const BITMAP_PREFIX = 'livemerge-';
 export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
   const tracker = new ProgressTracker('backupVm', undefined, false);
   const disks: DiskProgress[] = [];
-  setHandler(progressQuery, (): BackupProgress => ({ ...tracker.state, disks }));
+  const served: NonNullable<BackupProgress['exports']> = [];
+  setHandler(progressQuery, (): BackupProgress => ({
+    ...tracker.state,
+    disks,
+    ...(served.length > 0 ? { exports: served } : {}),
+  }));
   let appDone = false;
   setHandler(backupDoneSignal, () => {
     appDone = true;
@@ -65,7 +70,7 @@ export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
 
   const lock = await acquireVmLock(input.vmId);
   try {
-    return await backupLocked(input, backupId, located.hostId, mode, tracker, disks, () => appDone);
+    return await backupLocked(input, backupId, located.hostId, mode, tracker, disks, served, () => appDone);
   } finally {
     await CancellationScope.nonCancellable(() => lock.release());
   }
@@ -78,6 +83,7 @@ async function backupLocked(
   mode: 'live' | 'cold',
   tracker: ProgressTracker,
   progress: DiskProgress[],
+  served: NonNullable<BackupProgress['exports']>,
   appDone: () => boolean,
 ): Promise<BackupVmResult> {
   const host = hostActivities(hostId);
@@ -190,6 +196,7 @@ async function backupLocked(
         disks: frozen.map((disk, i) => ({ disk, plan: plans[i]! })),
       });
       exports = started.exports;
+      served.push(...exports);
       tracker.stage('ready');
       const done = await condition(appDone, input.exportTimeoutSeconds * 1000);
       if (!done)
@@ -199,6 +206,7 @@ async function backupLocked(
         );
       await backups.stopBackupExports(ref);
       exporting = false;
+      served.length = 0;
       results = frozen.map((disk, i) => diskResult(disk, plans[i]!, { copiedBytes: 0, file: '' }));
     }
 
