@@ -13,7 +13,10 @@ import { z } from 'zod';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { SEARCH_ATTRIBUTES } from '../src/devstack/temporal-server';
 import {
+  BackupVmInput,
   CreateSnapshotInput,
+  PruneBackupsInput,
+  RestoreBackupInput,
   MergeDiskInput,
   ReconcileInput,
   RemoveSnapshotInput,
@@ -28,7 +31,15 @@ export const PYTHON_EXAMPLE_FILE = path.resolve(__dirname, '..', 'examples', 'py
 const PYTHON_REQUIREMENTS_FILE = path.resolve(__dirname, '..', 'examples', 'python', 'requirements.txt');
 const PYTHON_MARKER = '<!-- python-example: examples/python/remove_snapshot.py -->';
 
-export const WORKFLOW_TYPES = ['createSnapshot', 'removeSnapshot', 'mergeDisk', 'reconcile'] as const;
+export const WORKFLOW_TYPES = [
+  'createSnapshot',
+  'removeSnapshot',
+  'mergeDisk',
+  'reconcile',
+  'backupVm',
+  'restoreBackup',
+  'pruneBackups',
+] as const;
 export type WorkflowType = (typeof WORKFLOW_TYPES)[number];
 
 export const WorkflowInputs: Record<WorkflowType, z.ZodType> = {
@@ -36,6 +47,9 @@ export const WorkflowInputs: Record<WorkflowType, z.ZodType> = {
   removeSnapshot: RemoveSnapshotInput,
   mergeDisk: MergeDiskInput,
   reconcile: ReconcileInput,
+  backupVm: BackupVmInput,
+  restoreBackup: RestoreBackupInput,
+  pruneBackups: PruneBackupsInput,
 };
 
 /** The JSON Schemas the docs show: inputs as a caller writes them, results and progress as returned. */
@@ -137,7 +151,7 @@ interface WorkflowDoc {
   workflowId: string;
   workflowIdNote: string;
   /** The example input, with `<placeholder>`s (JSON text, as passed to --input). */
-  exampleInput: Record<string, string>;
+  exampleInput: Record<string, string | number>;
   exampleResult: unknown;
   failures: FailureType[];
   /** Short, for the table; `cancellation` says it all. */
@@ -154,6 +168,8 @@ const S = {
   frozen: 'f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b',
   leaf: '2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901',
   host: 'kvm-host-01',
+  backup: '7c6b5a49-3827-4165-a4f3-e2d1c0b9a887',
+  parent: '3f2e1d0c-9b8a-4776-8655-443322110099',
 };
 
 const MERGE_FAILURES: FailureType[] = [
@@ -283,6 +299,95 @@ export const WORKFLOWS: Record<WorkflowType, WorkflowDoc> = {
     failures: ['InvalidRequest', 'ChainMismatch', 'DeletionRefused'],
     cancellable: 'no',
     cancellation: 'not supported; let it finish (each deletion is idempotent: run it again instead).',
+  },
+  backupVm: {
+    summary: 'Backs a VM up: snapshot, changed blocks (or all) into a repository or over NBD, merge back.',
+    purpose:
+      'Backs up every disk of a VM as it was at one instant (docs/backup.md): a persistent dirty bitmap ' +
+      '`livemerge-<backupId>` starts on every qcow2 leaf, a snapshot (its id is the backup’s) freezes the disks, ' +
+      'each disk’s changed blocks since the last recorded backup are read from the frozen chain’s bitmaps (a ' +
+      'disk without a usable bitmap is backed up in full, with the reason), copied into ' +
+      '`<repository>/<vmId>/<imageId>/<backupId>.qcow2` (an incremental backed by its parent’s file), the ' +
+      'snapshot is merged back and only then is the backup recorded in `<repository>/<vmId>/backups.json`. ' +
+      'With `repository: null` the frozen disks are exported read-only over NBD instead (the `progress` ' +
+      'query’s `exports`) until the signal `backupDone`. One snapshot removal, merge or backup per VM at a time.',
+    workflowId: 'backup:<vmId>:<backupId>',
+    workflowIdNote:
+      'Pass the same `backupId` in the input. Its snapshot and merge back are the children ' +
+      '`create-snapshot:<vmId>:<backupId>` and `remove-snapshot:<vmId>:<backupId>`; the VM’s lock is ' +
+      '`vm-lock:<vmId>`.',
+    exampleInput: { vmId: '<vmId>', backupId: '<backupId>', repository: '/srv/backups' },
+    exampleResult: {
+      vmId: S.vm,
+      backupId: S.backup,
+      hostId: S.host,
+      mode: 'live',
+      repository: '/srv/backups',
+      parentBackupId: S.parent,
+      disks: [
+        {
+          target: 'vda',
+          imageId: S.image,
+          mode: 'incremental',
+          changedBytes: 262144,
+          copiedBytes: 262144,
+          extents: 2,
+          file: `/srv/backups/${S.vm}/${S.image}/${S.backup}.qcow2`,
+          capacity: 68719476736,
+        },
+      ],
+      exports: [],
+    },
+    failures: [
+      'InvalidRequest',
+      'VmNotFound',
+      'GuestAgentUnavailable',
+      'MergeInProgress',
+      'BackupInProgress',
+      'BackupTimedOut',
+      'VmCrashed',
+      'ChainMismatch',
+    ],
+    cancellable: 'until it is recorded',
+    cancellation:
+      'the copy (or export) stops, the snapshot is merged back, the files and this backup’s bitmap are ' +
+      'removed and nothing is recorded; the workflow ends CANCELLED.',
+  },
+  restoreBackup: {
+    summary: 'Writes one self-contained qcow2 per disk of a recorded backup.',
+    purpose:
+      'Restores a recorded backup: for each of its disks, `<targetDir>/<imageId>.qcow2`, a qcow2 with no ' +
+      'backing file that reads exactly what the guest saw at the backup’s snapshot.',
+    workflowId: 'restore-backup:<vmId>:<backupId>',
+    workflowIdNote: 'Suggested, not enforced.',
+    exampleInput: {
+      vmId: '<vmId>',
+      backupId: '<backupId>',
+      repository: '/srv/backups',
+      targetDir: '/srv/restore',
+    },
+    exampleResult: {
+      vmId: S.vm,
+      backupId: S.backup,
+      disks: [{ target: 'vda', imageId: S.image, path: `/srv/restore/${S.image}.qcow2` }],
+    },
+    failures: ['InvalidRequest', 'BackupNotFound', 'ChainMismatch'],
+    cancellable: 'no',
+    cancellation: 'not supported; each disk’s file appears only once complete: run it again instead.',
+  },
+  pruneBackups: {
+    summary: 'Merges the oldest restore points into their children until `keep` remain.',
+    purpose:
+      'Prunes a VM’s repository: the oldest restore point is merged into its child (qemu-img, the cold-merge ' +
+      'primitives) so that the child no longer needs it, then removed, until `keep` remain; each remaining ' +
+      'one still restores byte for byte.',
+    workflowId: 'prune-backups:<vmId>',
+    workflowIdNote: 'Suggested, not enforced; it runs under the VM’s lock (not during a backup).',
+    exampleInput: { vmId: '<vmId>', repository: '/srv/backups', keep: 7 },
+    exampleResult: { vmId: S.vm, removed: [S.parent], kept: [S.backup] },
+    failures: ['InvalidRequest', 'BackupInProgress', 'MergeInProgress', 'ChainMismatch'],
+    cancellable: 'no',
+    cancellation: 'not supported; every step is recognised when run again.',
   },
 };
 
@@ -645,6 +750,7 @@ function selfCheck(markdown: string): void {
         imageId: sample,
         baseVolumeId: sample,
         topVolumeId: '00000000-0000-4000-8000-000000000001',
+        backupId: sample,
       });
       WorkflowInputs[type].parse(JSON.parse(flag(words, '--input') ?? 'null'));
     }

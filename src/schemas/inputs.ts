@@ -68,7 +68,7 @@ const Repository = z
   .string()
   .min(1)
   .max(4096)
-  .refine((p) => p.startsWith('/'), 'must be an absolute path');
+  .regex(/^\//, 'must be an absolute path');
 
 export const BackupVmInput = z
   .object({

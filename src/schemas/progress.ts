@@ -56,8 +56,7 @@ export const BackupProgress = Progress.extend({
     .describe("each disk's copy"),
   exports: z
     .array(z.object({ target: z.string(), uri: z.string(), bitmap: z.string().optional() }))
-    .optional()
-    .describe('NBD export mode: the read-only exports, once the stage is `ready` (until backupDone)'),
+    .describe('NBD export mode: the read-only exports while they are served (stage `ready`); else empty'),
 });
 export type BackupProgress = z.infer<typeof BackupProgress>;
 

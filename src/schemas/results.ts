@@ -109,8 +109,7 @@ export const BackupVmResult = z.object({
   disks: z.array(BackupDisk),
   exports: z
     .array(z.object({ target: z.string(), uri: z.string(), bitmap: z.string().optional() }))
-    .optional()
-    .describe('NBD export mode: the exports that were served until backupDone'),
+    .describe('NBD export mode: the exports that were served until backupDone; empty with a repository'),
 });
 export type BackupVmResult = z.infer<typeof BackupVmResult>;
 

@@ -39,7 +39,7 @@ export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
   setHandler(progressQuery, (): BackupProgress => ({
     ...tracker.state,
     disks,
-    ...(served.length > 0 ? { exports: served } : {}),
+    exports: served,
   }));
   let appDone = false;
   setHandler(backupDoneSignal, () => {
@@ -235,7 +235,7 @@ async function backupLocked(
       repository: input.repository,
       parentBackupId: record.parentBackupId,
       disks: results,
-      ...(exports ? { exports } : {}),
+      exports: exports ?? [],
     };
     await audit('completed', input.vmId, hostId, { ...result });
     return result;

@@ -223,6 +223,33 @@ const INPUT_SAMPLES: Record<WorkflowType, Sample[]> = {
     bad('nothing', {}),
     bad('an unknown field', { storageDomainId: C, dryRun: true }),
   ],
+  backupVm: [
+    ok('into a repository', { vmId: A, repository: '/srv/backups' }),
+    ok('NBD export mode, every field', {
+      vmId: A,
+      backupId: B,
+      mode: 'full',
+      repository: null,
+      quiesce: false,
+      bandwidthBytesPerSec: 1 << 20,
+      exportTimeoutSeconds: 600,
+      hostId: 'kvm-host-01',
+    }),
+    bad('no repository (null is NBD mode, absent is a mistake)', { vmId: A }),
+    bad('a relative repository', { vmId: A, repository: 'backups' }),
+    bad('an unknown mode', { vmId: A, repository: '/b', mode: 'differential' }),
+    bad('an unknown field', { vmId: A, repository: '/b', compress: true }),
+  ],
+  restoreBackup: [
+    ok('a restore', { vmId: A, backupId: B, repository: '/srv/backups', targetDir: '/srv/restore' }),
+    bad('no target', { vmId: A, backupId: B, repository: '/srv/backups' }),
+    bad('a relative target', { vmId: A, backupId: B, repository: '/srv/backups', targetDir: 'r' }),
+  ],
+  pruneBackups: [
+    ok('keep one', { vmId: A, repository: '/srv/backups', keep: 1 }),
+    bad('keep none', { vmId: A, repository: '/srv/backups', keep: 0 }),
+    bad('keep as a string', { vmId: A, repository: '/srv/backups', keep: '3' }),
+  ],
 };
 
 const progress = {
@@ -267,6 +294,41 @@ const PROGRESS_SAMPLES: Record<WorkflowType, Sample[]> = {
       disks: [{ ...progress, stage: 'x', imageId: D, target: 'vda' }],
     }),
   ],
+  backupVm: [
+    ok('no disks yet', { ...initial, disks: [], exports: [] }),
+    ok('copying with exports', {
+      ...progress,
+      disks: [
+        {
+          target: 'vda',
+          imageId: D,
+          mode: 'incremental',
+          changedBytes: 1 << 20,
+          copiedBytes: 0,
+          bytesPerSecond: null,
+          etaSeconds: null,
+        },
+      ],
+      exports: [{ target: 'vda', uri: 'nbd+unix:///vda?socket=/run/x.sock', bitmap: 'livemerge-x' }],
+    }),
+    bad('a disk in an unknown mode', {
+      ...progress,
+      exports: [],
+      disks: [
+        {
+          target: 'vda',
+          imageId: D,
+          mode: 'diff',
+          changedBytes: 0,
+          copiedBytes: 0,
+          bytesPerSecond: null,
+          etaSeconds: null,
+        },
+      ],
+    }),
+  ],
+  restoreBackup: progressSamples,
+  pruneBackups: progressSamples,
 };
 
 const RESULT_SAMPLES: Record<WorkflowType, Sample[]> = {
@@ -351,6 +413,32 @@ const RESULT_SAMPLES: Record<WorkflowType, Sample[]> = {
       reports: [],
     }),
   ],
+  backupVm: [
+    ok('the documented example', WORKFLOWS.backupVm.exampleResult),
+    bad('a disk in an unknown mode', {
+      ...(WORKFLOWS.backupVm.exampleResult as object),
+      disks: [
+        {
+          target: 'vda',
+          imageId: D,
+          mode: 'x',
+          changedBytes: 0,
+          copiedBytes: 0,
+          extents: 0,
+          file: '/f',
+          capacity: 1,
+        },
+      ],
+    }),
+  ],
+  restoreBackup: [
+    ok('the documented example', WORKFLOWS.restoreBackup.exampleResult),
+    bad('a disk without path', { vmId: A, backupId: B, disks: [{ target: 'vda', imageId: D }] }),
+  ],
+  pruneBackups: [
+    ok('the documented example', WORKFLOWS.pruneBackups.exampleResult),
+    bad('no kept list', { vmId: A, removed: [] }),
+  ],
 };
 
 function checkSamples(zod: z.ZodType, json: JsonSchema, samples: Sample[]): void {
@@ -385,6 +473,9 @@ describe.each(WORKFLOW_TYPES)('%s schemas', (type) => {
       removeSnapshot: ['vmId', 'snapshotId'],
       mergeDisk: ['vmId', 'storageDomainId', 'imageId', 'baseVolumeId', 'topVolumeId'],
       reconcile: ['storageDomainId'],
+      backupVm: ['vmId', 'repository'],
+      restoreBackup: ['vmId', 'backupId', 'repository', 'targetDir'],
+      pruneBackups: ['vmId', 'repository', 'keep'],
     }[type];
     expect(schema.type).toBe('object');
     expect(schema.additionalProperties).toBe(false);
@@ -493,6 +584,7 @@ describe('docs/api.md', () => {
       imageId: D,
       baseVolumeId: E,
       topVolumeId: A,
+      backupId: C,
     };
     for (const id of ids) {
       const [type, verb] = id.split('.') as [WorkflowType, string];
