@@ -64,11 +64,7 @@ export const ReconcileInput = z
   .strict();
 export type ReconcileInput = z.input<typeof ReconcileInput>;
 
-const Repository = z
-  .string()
-  .min(1)
-  .max(4096)
-  .regex(/^\//, 'must be an absolute path');
+const Repository = z.string().min(1).max(4096).regex(/^\//, 'must be an absolute path');
 
 export const BackupVmInput = z
   .object({

@@ -166,7 +166,7 @@ async function backupLocked(
 
     // 4. Copy into the repository, or export for a backup application until it is done.
     let results: BackupDisk[];
-    let exports: BackupVmResult['exports'];
+    let exports: BackupVmResult['exports'] = [];
     if (input.repository) {
       const started = Date.now();
       const copied = await Promise.all(
@@ -235,7 +235,7 @@ async function backupLocked(
       repository: input.repository,
       parentBackupId: record.parentBackupId,
       disks: results,
-      exports: exports ?? [],
+      exports,
     };
     await audit('completed', input.vmId, hostId, { ...result });
     return result;

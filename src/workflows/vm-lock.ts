@@ -55,13 +55,16 @@ export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
   // The holder may close between our refused start and the lookup: one more try then.
   for (let attempt = 0; ; attempt++) {
     try {
-      const child = await startChild(vmLock, {
-        workflowId: lockId(vmId),
-        args: [{ vmId }],
-        parentClosePolicy: ParentClosePolicy.TERMINATE,
-        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-        memo: { holder: { workflowId: info.workflowId, workflowType: info.workflowType } },
-      });
+      // Not cancellable: a cancelled holder keeps its lock while it compensates, until it releases it.
+      const child = await CancellationScope.nonCancellable(() =>
+        startChild(vmLock, {
+          workflowId: lockId(vmId),
+          args: [{ vmId }],
+          parentClosePolicy: ParentClosePolicy.TERMINATE,
+          workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+          memo: { holder: { workflowId: info.workflowId, workflowType: info.workflowType } },
+        }),
+      );
       return {
         release: async () => {
           await child.signal(releaseVmLockSignal);
