@@ -183,4 +183,43 @@ describe('backupVm', () => {
     expect(await scheduledActivities(second)).not.toContain('addBackupBitmap');
     await merge.result();
   });
+
+  it('cancelled during the copy: merged back, its files and bitmap removed, nothing recorded', async () => {
+    const s = await useStack();
+    const { vm } = await createStackVm(s, { disks: 2, format: 'qcow2' });
+    const repo = (await createTempDir('lm-repo-')).path;
+    const work = (await createTempDir('lm-views-')).path;
+    await writeThroughGuest(vm.domain, 0, { byte: 0x61, offset: 0, length: 1024 * KiB });
+    const first = await backupVm(s, { vmId: vm.uuid, repository: repo });
+    await writeThroughGuest(vm.domain, 1, { byte: 0x62, offset: 0, length: 1024 * KiB });
+    const before = await leaves(vm);
+
+    const backup = await startBackup(s, { vmId: vm.uuid, repository: repo, bandwidthBytesPerSec: 8 << 20 });
+    await waitForProgress(backup, (p) => p.stage === 'copying');
+    await backup.cancel();
+    await backup.result().catch(() => undefined);
+    expect((await backup.describe()).status.name).toBe('CANCELLED');
+    // The compensation ran: merged back, files gone, this backup's bitmap removed, nothing recorded.
+    expect(await scheduledActivities(backup)).toEqual(
+      expect.arrayContaining(['discardBackup', 'removeBackupBitmaps']),
+    );
+    expect((await leaves(vm)).map((l) => [l.path, l.length])).toEqual(before.map((l) => [l.path, l.length]));
+    const backupId = backup.workflowId.split(':')[2]!;
+    for (const d of first.disks) {
+      expect(await exists(path.join(path.dirname(d.file), `${backupId}.qcow2`))).toBe(false);
+      expect(await exists(path.join(path.dirname(d.file), `${backupId}.qcow2.part`))).toBe(false);
+    }
+    const restore = restoreBackup(s, { vmId: vm.uuid, backupId, repository: repo, targetDir: work });
+    expect(await failureTypeOf(restore)).toBe('BackupNotFound');
+
+    // The next backup is again relative to the last recorded one, and exact.
+    const view = await guestViews(before, work, 'after-cancel');
+    const next = await backupVm(s, { vmId: vm.uuid, repository: repo });
+    expect(next.parentBackupId).toBe(first.backupId);
+    expect(next.disks.map((d) => [d.mode, d.changedBytes])).toEqual([
+      ['incremental', 0],
+      ['incremental', 1024 * KiB],
+    ]);
+    await expectRestores(s, next, repo, view);
+  });
 });
