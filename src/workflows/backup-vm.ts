@@ -20,7 +20,7 @@ import { createSnapshot } from './create-snapshot';
 import { fail, failureType, parseInput } from './failures';
 import { ProgressTracker, progressQuery } from './progress';
 import { removeSnapshot } from './remove-snapshot';
-import { backupDoneSignal } from './signals';
+import { backupDoneSignal, backupProgressSignal } from './signals';
 import { acquireVmLock, inheritVmLock } from './vm-lock';
 
 export type { BackupVmResult };
@@ -41,6 +41,16 @@ export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
     disks,
     exports: served,
   }));
+  const copyStarted = new Map<string, number>();
+  setHandler(backupProgressSignal, ({ imageId, copied, total }) => {
+    const d = disks.find((x) => x.imageId === imageId);
+    const since = copyStarted.get(imageId);
+    if (!d || since === undefined || copied < d.copiedBytes) return; // stale, or not copying
+    d.copiedBytes = copied;
+    const secs = (Date.now() - since) / 1000;
+    d.bytesPerSecond = secs > 0 ? Math.round(copied / secs) : null;
+    d.etaSeconds = d.bytesPerSecond ? Math.round((total - copied) / d.bytesPerSecond) : null;
+  });
   let appDone = false;
   setHandler(backupDoneSignal, () => {
     appDone = true;
@@ -70,7 +80,17 @@ export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
 
   const lock = await acquireVmLock(input.vmId);
   try {
-    return await backupLocked(input, backupId, located.hostId, mode, tracker, disks, served, () => appDone);
+    return await backupLocked(
+      input,
+      backupId,
+      located.hostId,
+      mode,
+      tracker,
+      disks,
+      served,
+      copyStarted,
+      () => appDone,
+    );
   } finally {
     await CancellationScope.nonCancellable(() => lock.release());
   }
@@ -84,6 +104,7 @@ async function backupLocked(
   tracker: ProgressTracker,
   progress: DiskProgress[],
   served: NonNullable<BackupProgress['exports']>,
+  copyStarted: Map<string, number>,
   appDone: () => boolean,
 ): Promise<BackupVmResult> {
   const host = hostActivities(hostId);
@@ -172,6 +193,7 @@ async function backupLocked(
       const copied = await Promise.all(
         frozen.map(async (disk, i) => {
           const plan = plans[i]!;
+          copyStarted.set(disk.imageId, Date.now());
           const c = await backupCopies.copyBackupDisk({
             ...ref,
             disk,
@@ -179,6 +201,7 @@ async function backupLocked(
             ...(plan.mode === 'incremental' && parent ? { parentBackupId: parent.backupId } : {}),
             ...(input.bandwidthBytesPerSec ? { bandwidthBytesPerSec: input.bandwidthBytesPerSec } : {}),
           });
+          copyStarted.delete(disk.imageId);
           const p = progress[i]!;
           p.copiedBytes = c.copiedBytes;
           const secs = (Date.now() - started) / 1000;

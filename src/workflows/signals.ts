@@ -1,4 +1,6 @@
 import { defineSignal } from '@temporalio/workflow';
+import type { BackupProgressReport } from '../common/backup-progress';
+import { BACKUP_PROGRESS_SIGNAL } from '../common/backup-progress';
 import type { HostStageReport } from '../common/host-stage';
 import { HOST_STAGE_SIGNAL } from '../common/host-stage';
 import type { Progress } from '../schemas/progress';
@@ -12,3 +14,6 @@ export const hostStageSignal = defineSignal<[HostStageReport]>(HOST_STAGE_SIGNAL
 
 /** backupVm in NBD export mode: the backup application has read what it needs; the exports may stop. */
 export const backupDoneSignal = defineSignal('backupDone');
+
+/** copyBackupDisk → its backupVm, a tenth of the copy at a time. */
+export const backupProgressSignal = defineSignal<[BackupProgressReport]>(BACKUP_PROGRESS_SIGNAL);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
+import type { BackupProgress } from '../../src/schemas/progress';
 import type { BackupVmResult } from '../../src/schemas/results';
 import {
   backupVm,
@@ -161,7 +162,13 @@ describe('backupVm', () => {
 
     // A slow full copy holds the VM: the backup job's rate limit counts the whole 64 MiB disk (8 s).
     const backup = await startBackup(s, { vmId: vm.uuid, repository: repo, bandwidthBytesPerSec: 8 << 20 });
-    await waitForProgress(backup, (p) => p.stage === 'copying');
+    // The copy reports as it goes: bytes, rate and ETA per disk before it ends.
+    const midway = (await waitForProgress(backup, (p) => {
+      const d = (p as BackupProgress).disks[0];
+      return p.stage === 'copying' && d !== undefined && d.copiedBytes > 0 && d.etaSeconds !== null;
+    })) as BackupProgress;
+    expect(midway.disks[0]!.bytesPerSecond).toBeGreaterThan(0);
+    expect(midway.disks[0]!.copiedBytes).toBeLessThan(64 << 20);
     const refused = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: user.snapshotId });
     expect(await failureTypeOf(refused.result())).toBe('BackupInProgress');
     // The lock's holder was looked up: the refusal names it.

@@ -11,6 +11,8 @@ import { diskFile, readCatalog, recordBackup, vmDir } from '../../backup/reposit
 import { restoreBackupDisk } from '../../backup/restore';
 import { listBitmaps } from '../../merge/cold/bitmaps';
 import type { BackupActivities, BackupRef } from '../contracts';
+import type { BackupProgressReport } from '../../common/backup-progress';
+import { BACKUP_PROGRESS_SIGNAL, progressStep } from '../../common/backup-progress';
 import { typed } from '../failures';
 import type { StorageActivityDeps } from './deps';
 
@@ -54,11 +56,15 @@ export function createBackupActivities(deps: StorageActivityDeps): BackupActivit
       const file = diskFile(input.repository, input.vmId, input.disk.imageId, input.backupId);
       await fs.mkdir(path.dirname(file), { recursive: true });
       const ctx = activityContext();
+      const report = ctx ? progressReporter(ctx, input.disk.imageId) : undefined;
       const out = await copyDiskBackup(input.disk, input.plan, {
         file,
         ...(input.parentBackupId ? { parentFile: `${input.parentBackupId}.qcow2` } : {}),
         ...(input.bandwidthBytesPerSec ? { bandwidthBytesPerSec: input.bandwidthBytesPerSec } : {}),
-        onProgress: (copied, total) => ctx?.heartbeat({ copied, total }),
+        onProgress: (copied, total) => {
+          ctx?.heartbeat({ copied, total });
+          report?.(copied, total);
+        },
         ...(ctx ? { signal: ctx.cancellationSignal } : {}),
       });
       await discardScratch(input.plan);
@@ -116,6 +122,30 @@ export function createBackupActivities(deps: StorageActivityDeps): BackupActivit
       typed(fn as (...a: unknown[]) => Promise<unknown>),
     ]),
   ) as unknown as BackupActivities;
+}
+
+/**
+ * Copy progress to the workflow, a tenth at a time, best effort: a report that cannot be sent (Temporal
+ * down) never holds the copy up; the workflow learns the end from the activity's result.
+ */
+function progressReporter(ctx: Context, imageId: string): (copied: number, total: number) => void {
+  const wf = ctx.info.workflowExecution;
+  let last = -1;
+  let sending: Promise<void> = Promise.resolve();
+  return (copied, total) => {
+    const step = progressStep(copied, total);
+    if (step === last || step === 10) return; // the last tenth is the result
+    last = step;
+    const report: BackupProgressReport = { imageId, copied, total };
+    sending = sending.then(async () => {
+      if (!wf) return; // not started by a workflow
+      try {
+        await ctx.client.workflow.getHandle(wf.workflowId, wf.runId).signal(BACKUP_PROGRESS_SIGNAL, report);
+      } catch (err) {
+        ctx.log.warn('copyBackupDisk: progress report not delivered', { error: String(err) });
+      }
+    });
+  };
 }
 
 /** The running activity's context; none when called directly (a test). */
