@@ -19,7 +19,7 @@ import {
 } from '../helpers/backups';
 import { exists, writeThroughGuest } from '../helpers/data';
 import { activityRun } from '../helpers/history';
-import { stopAllNbdServers } from '../helpers/qemu';
+import { stopAllNbdServers, writePattern } from '../helpers/qemu';
 import { createStackVm, useStack } from '../helpers/stack';
 import type { Stack } from '../helpers/stack';
 import { createTempDir } from '../helpers/vm-fixture';
@@ -38,6 +38,12 @@ const G = 64 * KiB; // the bitmaps' granularity
 async function scheduledActivities(h: WorkflowHandle): Promise<string[]> {
   const events = (await h.fetchHistory()).events ?? [];
   return events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+}
+
+async function persistentLeaves(vm: TestVm): Promise<Array<{ target: string; path: string }>> {
+  return parseDomainDiskChains(await vm.domain.xml({ inactive: true }))
+    .filter((d) => d.device === 'disk')
+    .map((d) => ({ target: d.target, path: d.chain[0]!.path! }));
 }
 
 async function leaves(vm: TestVm): Promise<Array<{ target: string; path: string; length: number }>> {
@@ -228,5 +234,30 @@ describe('backupVm', () => {
       ['incremental', 1024 * KiB],
     ]);
     await expectRestores(s, next, repo, view);
+  });
+
+  it('a shut-off VM: the bitmaps through qemu-img, the same full then exact incremental', async () => {
+    const s = await useStack();
+    const { vm } = await createStackVm(s, { disks: 2, format: 'qcow2', start: false });
+    const repo = (await createTempDir('lm-repo-')).path;
+    const work = (await createTempDir('lm-views-')).path;
+    const disks = await persistentLeaves(vm);
+    await writePattern(disks[0]!.path, 'qcow2', { byte: 0x71, offset: 0, length: 1024 * KiB });
+    const v1 = await guestViews(disks, work, 'c1');
+    const b1 = await backupVm(s, { vmId: vm.uuid, repository: repo });
+    expect(b1.mode).toBe('cold');
+    expect(b1.disks.map((d) => d.mode)).toEqual(['full', 'full']);
+    expect((await persistentLeaves(vm)).map((l) => l.path)).toEqual(disks.map((l) => l.path));
+
+    // Written as the VM would at its next run (the leaf open read-write, its bitmaps recording).
+    await writePattern(disks[1]!.path, 'qcow2', { byte: 0x72, offset: 2048 * KiB, length: 128 * KiB });
+    const v2 = await guestViews(disks, work, 'c2');
+    const b2 = await backupVm(s, { vmId: vm.uuid, repository: repo });
+    expect(b2.disks.map((d) => [d.mode, d.changedBytes])).toEqual([
+      ['incremental', 0],
+      ['incremental', 128 * KiB],
+    ]);
+    await expectRestores(s, b1, repo, v1);
+    await expectRestores(s, b2, repo, v2);
   });
 });
