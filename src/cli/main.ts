@@ -1,6 +1,7 @@
 // `livemerge`: the command line. Exit 0 on success, 1 when the operation failed, 2 for bad usage or input.
 import { Command, CommanderError } from 'commander';
 import { registerAudit } from './audit';
+import { registerBackup, registerRestore } from './backup';
 import { registerCancel } from './cancel';
 import { registerChain } from './chain';
 import { registerDeployment } from './deployment';
@@ -15,7 +16,9 @@ import { registerWorker } from './worker';
 const program = new Command('livemerge')
   .description('Delete snapshots of running KVM VMs by merging their qcow2 chains, durably (Temporal)')
   .exitOverride()
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // A command's options are read by that command only (`backup --vm …` has subcommands with a --vm of their own).
+  .enablePositionalOptions();
 registerDemo(program);
 registerDev(program);
 registerWorker(program);
@@ -27,6 +30,8 @@ registerCancel(program);
 registerChain(program);
 registerAudit(program);
 registerReconcile(program);
+registerBackup(program);
+registerRestore(program);
 registerDeployment(program);
 
 program.parseAsync(process.argv).then(

@@ -63,6 +63,11 @@ describe('CLI start', () => {
         ['--help'],
         ['chain', '--help'],
         ['snapshot', 'remove', '--help'],
+        ['backup', '--help'],
+        ['backup', 'list', '--help'],
+        ['backup', 'done', '--help'],
+        ['backup', 'prune', '--help'],
+        ['restore', '--help'],
         ['worker', '--help'],
       ]) {
         const r = await run(BIN, args, m.env);

@@ -7,6 +7,7 @@ import { discardScratch, planDiskBackup } from '../../backup/changed-blocks';
 import { copyDiskBackup, discardBackupFiles } from '../../backup/copy';
 import { startNbdExports, stopNbdExports } from '../../backup/nbd-export';
 import { pruneBackups } from '../../backup/prune';
+import { validUuid } from '../../backup/paths';
 import { diskFile, readCatalog, recordBackup, vmDir } from '../../backup/repository';
 import { restoreBackupDisk } from '../../backup/restore';
 import { listBitmaps } from '../../merge/cold/bitmaps';
@@ -18,11 +19,16 @@ import type { StorageActivityDeps } from './deps';
 
 const BITMAP_PREFIX = 'livemerge-';
 
-/** A backup's scratch overlays and NBD socket: in the repository, or beside the storage domains (NBD mode). */
+/**
+ * A backup's scratch overlays and NBD socket: in the repository, or beside the storage domains (NBD mode).
+ * NBD mode's directory is named by the backup id alone (unique by itself): the socket's path must stay
+ * under the 108 bytes of a Unix socket address, and `<root>/.backup-exports/<vmId>/<backupId>/nbd.sock`
+ * passes it for a storage root of little more than 20 characters.
+ */
 function workDir(deps: StorageActivityDeps, ref: BackupRef): string {
   return ref.repository
     ? path.join(vmDir(ref.repository, ref.vmId), '.work', ref.backupId)
-    : path.join(deps.storageRoot, '.backup-exports', ref.vmId, ref.backupId);
+    : path.join(deps.storageRoot, '.backup-exports', validUuid('backupId', ref.backupId));
 }
 
 export function createBackupActivities(deps: StorageActivityDeps): BackupActivities {
