@@ -1,7 +1,9 @@
 // The backup repository's activities on the storage role: it reads the storage domain's frozen images and
 // writes the repository (src/backup holds the work; these wire it to Temporal: heartbeats, cancellation).
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import { Context } from '@temporalio/activity';
 import { discardScratch, planDiskBackup } from '../../backup/changed-blocks';
 import { copyDiskBackup, discardBackupFiles } from '../../backup/copy';
@@ -29,6 +31,16 @@ function workDir(deps: StorageActivityDeps, ref: BackupRef): string {
   return ref.repository
     ? path.join(vmDir(ref.repository, ref.vmId), '.work', ref.backupId)
     : path.join(deps.storageRoot, '.backup-exports', validUuid('backupId', ref.backupId));
+}
+
+/**
+ * The export's unix socket: a short path of its own, since a socket path must be under 108 bytes (sun_path)
+ * and the work directory's two UUIDs under any real storage root are longer. Derived from the backup's ids,
+ * so a retried start finds the same one.
+ */
+export function nbdSocketPath(ref: BackupRef): string {
+  const key = createHash('sha256').update(`${ref.vmId}/${ref.backupId}`).digest('hex').slice(0, 20);
+  return path.join(os.tmpdir(), 'livemerge-nbd', `${key}.sock`);
 }
 
 export function createBackupActivities(deps: StorageActivityDeps): BackupActivities {
@@ -81,9 +93,11 @@ export function createBackupActivities(deps: StorageActivityDeps): BackupActivit
     startBackupExports: async (input) => {
       const dir = workDir(deps, input);
       await fs.mkdir(dir, { recursive: true });
+      const socketPath = nbdSocketPath(input);
+      await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
       const started = await startNbdExports({
         disks: input.disks.map((d) => ({ name: d.disk.target, disk: d.disk, plan: d.plan })),
-        socketPath: path.join(dir, 'nbd.sock'),
+        socketPath,
         pidFile: path.join(dir, 'nbd.pid'),
       });
       return {
@@ -95,10 +109,11 @@ export function createBackupActivities(deps: StorageActivityDeps): BackupActivit
       };
     },
 
-    /** Idempotent: no daemon, nothing to stop; the work directory goes with it. */
+    /** Idempotent: no daemon, nothing to stop; the work directory and the socket go with it. */
     stopBackupExports: async (ref) => {
       const dir = workDir(deps, ref);
       await stopNbdExports(path.join(dir, 'nbd.pid'));
+      await fs.rm(nbdSocketPath(ref), { force: true });
       await fs.rm(dir, { recursive: true, force: true });
     },
 
