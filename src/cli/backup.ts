@@ -116,7 +116,7 @@ async function waitForExports(client: Client, handle: WorkflowHandle): Promise<N
   );
   for (;;) {
     const p = (await queryProgress(client, handle)) as BackupProgress | null;
-    if (p?.stage === 'ready' && p.exports && p.exports.length > 0) return p.exports;
+    if (p?.stage === 'ready' && p.exports.length > 0) return p.exports;
     if (closed) return undefined;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([end, new Promise((r) => (timer = setTimeout(r, 500)))]);
@@ -206,7 +206,7 @@ export function registerBackup(program: Command): void {
             status: 'COMPLETED',
             backupId: r.backupId,
             disks: r.disks.map(outDisk),
-            ...(r.exports ? { exports: r.exports } : {}),
+            ...(r.exports.length > 0 ? { exports: r.exports } : {}),
           };
         });
         if (opts.json) return printJson(out);
@@ -251,7 +251,7 @@ export function registerBackup(program: Command): void {
           throw new OperationFailed(`backup workflow ${workflowId} is already ${status}`);
         const p = (await queryProgress(client, handle)) as BackupProgress | null;
         // Before the exports are served the signal would stop them as soon as they start.
-        if (p && !p.exports)
+        if (p && p.exports.length === 0)
           throw new OperationFailed(`backup ${backupId} is not serving NBD exports (stage ${p.stage})`);
         await handle.signal('backupDone');
       });

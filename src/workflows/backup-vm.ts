@@ -133,6 +133,9 @@ async function backupLocked(
   let mergedBack = false;
   const touched: string[] = [];
   let exporting = false;
+  let recorded:
+    | { record: BackupRecord; results: BackupDisk[]; exports: BackupVmResult['exports']; older: string[] }
+    | undefined;
   try {
     // 1. Checkpoint: before the snapshot, so the next incremental is a superset. A raw leaf cannot hold one.
     tracker.stage('starting');
@@ -245,23 +248,14 @@ async function backupLocked(
       parentBackupId: parentIdOf(plans),
       disks: results,
     };
-    if (input.repository)
-      await backups.recordBackup({ repository: input.repository, vmId: input.vmId, record });
-    if (older.length > 0) await host.short.removeBackupBitmaps({ vmId: input.vmId, bitmaps: older });
-
-    tracker.stage('done');
-    const result: BackupVmResult = {
-      vmId: input.vmId,
-      backupId,
-      hostId,
-      mode,
-      repository: input.repository,
-      parentBackupId: record.parentBackupId,
-      disks: results,
-      exports,
-    };
-    await audit('completed', input.vmId, hostId, { ...result });
-    return result;
+    // Not cancellable: a cancel must not leave a record whose files the compensation then deletes.
+    if (input.repository) {
+      const repository = input.repository;
+      await CancellationScope.nonCancellable(() =>
+        backups.recordBackup({ repository, vmId: input.vmId, record }),
+      );
+    }
+    recorded = { record, results, exports, older };
   } catch (err) {
     await CancellationScope.nonCancellable(async () => {
       const notes: string[] = [];
@@ -295,6 +289,33 @@ async function backupLocked(
     });
     throw err;
   }
+  // Recorded: it is a backup, whatever comes now (a cancel, a bitmap that cannot be removed).
+  const { record, results, exports, older } = recorded;
+  return await CancellationScope.nonCancellable(async () => {
+    let leftBitmaps: string | undefined;
+    try {
+      if (older.length > 0) await host.short.removeBackupBitmaps({ vmId: input.vmId, bitmaps: older });
+    } catch (err) {
+      // Harmless but for the space and a little write cost: a later backup removes them again.
+      leftBitmaps = err instanceof Error ? err.message : String(err);
+    }
+    tracker.stage('done');
+    const result: BackupVmResult = {
+      vmId: input.vmId,
+      backupId,
+      hostId,
+      mode,
+      repository: input.repository,
+      parentBackupId: record.parentBackupId,
+      disks: results,
+      exports,
+    };
+    await audit('completed', input.vmId, hostId, {
+      ...result,
+      ...(leftBitmaps ? { olderBitmapsLeft: leftBitmaps } : {}),
+    });
+    return result;
+  });
 }
 
 /** Which bitmap holds this disk's changes since its parent backup, or why the disk is backed up in full. */

@@ -131,7 +131,7 @@ async function exportsWhenReady(h: WorkflowHandle): Promise<NonNullable<BackupPr
   if (p.stage !== 'ready') await h.result();
   expect(p.stage).toBe('ready');
   expect(p.exports, 'exports while ready').toBeDefined();
-  return p.exports!;
+  return p.exports;
 }
 
 describe('backupVm over NBD, driven by the shell example of docs/backup.md', () => {

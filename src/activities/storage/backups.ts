@@ -21,12 +21,7 @@ import type { StorageActivityDeps } from './deps';
 
 const BITMAP_PREFIX = 'livemerge-';
 
-/**
- * A backup's scratch overlays and NBD socket: in the repository, or beside the storage domains (NBD mode).
- * NBD mode's directory is named by the backup id alone (unique by itself): the socket's path must stay
- * under the 108 bytes of a Unix socket address, and `<root>/.backup-exports/<vmId>/<backupId>/nbd.sock`
- * passes it for a storage root of little more than 20 characters.
- */
+/** A backup's scratch overlays (and, NBD mode, its export daemon's pid file): in the repository, or beside the storage domains. */
 function workDir(deps: StorageActivityDeps, ref: BackupRef): string {
   return ref.repository
     ? path.join(vmDir(ref.repository, ref.vmId), '.work', ref.backupId)
