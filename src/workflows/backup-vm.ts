@@ -134,7 +134,7 @@ async function backupLocked(
   const touched: string[] = [];
   let exporting = false;
   let recorded:
-    | { record: BackupRecord; results: BackupDisk[]; exports: BackupVmResult['exports']; older: string[] }
+    | { record: BackupRecord; results: BackupDisk[]; nbdExports: BackupVmResult['exports']; older: string[] }
     | undefined;
   try {
     // 1. Checkpoint: before the snapshot, so the next incremental is a superset. A raw leaf cannot hold one.
@@ -190,7 +190,8 @@ async function backupLocked(
 
     // 4. Copy into the repository, or export for a backup application until it is done.
     let results: BackupDisk[];
-    let exports: BackupVmResult['exports'] = [];
+    // Not `exports`: compiled to CommonJS, that name would shadow the module's own exports object.
+    let nbdExports: BackupVmResult['exports'] = [];
     if (input.repository) {
       const started = Date.now();
       const copied = await Promise.all(
@@ -221,8 +222,8 @@ async function backupLocked(
         ...ref,
         disks: frozen.map((disk, i) => ({ disk, plan: plans[i]! })),
       });
-      exports = started.exports;
-      served.push(...exports);
+      nbdExports = started.exports;
+      served.push(...nbdExports);
       tracker.stage('ready');
       const done = await condition(appDone, input.exportTimeoutSeconds * 1000);
       if (!done)
@@ -255,7 +256,7 @@ async function backupLocked(
         backups.recordBackup({ repository, vmId: input.vmId, record }),
       );
     }
-    recorded = { record, results, exports, older };
+    recorded = { record, results, nbdExports, older };
   } catch (err) {
     await CancellationScope.nonCancellable(async () => {
       const notes: string[] = [];
@@ -290,7 +291,7 @@ async function backupLocked(
     throw err;
   }
   // Recorded: it is a backup, whatever comes now (a cancel, a bitmap that cannot be removed).
-  const { record, results, exports, older } = recorded;
+  const { record, results, nbdExports, older } = recorded;
   return await CancellationScope.nonCancellable(async () => {
     let leftBitmaps: string | undefined;
     try {
@@ -308,7 +309,7 @@ async function backupLocked(
       repository: input.repository,
       parentBackupId: record.parentBackupId,
       disks: results,
-      exports,
+      exports: nbdExports,
     };
     await audit('completed', input.vmId, hostId, {
       ...result,
