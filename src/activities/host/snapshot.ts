@@ -41,27 +41,45 @@ export function makeSnapshotDisks(deps: HostActivityDeps): HostActivities['snaps
     });
 }
 
+/**
+ * The read-modify-write of each VM's persistent definition in this agent, one at a time: the cold merges
+ * of two disks of a VM run in parallel, and a definition written from XML read before the other disk's
+ * change was written would undo that change (a lost update: its merge then fails verification).
+ */
+const definitionWrites = new Map<string, Promise<unknown>>();
+function oneAtATime<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
+  const run = (definitionWrites.get(vmId) ?? Promise.resolve()).then(fn, fn);
+  const tail = run.catch(() => undefined);
+  definitionWrites.set(vmId, tail);
+  void tail.then(() => {
+    if (definitionWrites.get(vmId) === tail) definitionWrites.delete(vmId);
+  });
+  return run;
+}
+
 /** A shut-off VM's persistent definition pointed at new disk sources. Idempotent: unchanged XML is not redefined. */
 export function makeSetDiskSources(deps: HostActivityDeps): HostActivities['setDiskSources'] {
-  return async (input) => {
-    const conn = await deps.libvirt();
-    return withVm(conn, input.vmId, async (dom) => {
-      if (isActive(await describe(deps, dom).then((v) => v.state)))
-        throw nonRetryable(
-          'VmNotRunning',
-          `VM ${input.vmId} runs: its disks change only through libvirt jobs`,
-        );
-      let xml = await dom.xml({ inactive: true, secure: true });
-      let changed = false;
-      for (const d of input.disks) {
-        const next = setDiskSource(xml, d.target, d.path, d.format);
-        if (next !== null) {
-          xml = next;
-          changed = true;
-        }
+  return (input) => oneAtATime(input.vmId, () => setDiskSources(deps, input));
+}
+
+async function setDiskSources(
+  deps: HostActivityDeps,
+  input: Parameters<HostActivities['setDiskSources']>[0],
+): ReturnType<HostActivities['setDiskSources']> {
+  const conn = await deps.libvirt();
+  return withVm(conn, input.vmId, async (dom) => {
+    if (isActive(await describe(deps, dom).then((v) => v.state)))
+      throw nonRetryable('VmNotRunning', `VM ${input.vmId} runs: its disks change only through libvirt jobs`);
+    let xml = await dom.xml({ inactive: true, secure: true });
+    let changed = false;
+    for (const d of input.disks) {
+      const next = setDiskSource(xml, d.target, d.path, d.format);
+      if (next !== null) {
+        xml = next;
+        changed = true;
       }
-      if (changed) (await conn.defineXml(xml)).free();
-      return { changed };
-    });
-  };
+    }
+    if (changed) (await conn.defineXml(xml)).free();
+    return { changed };
+  });
 }
