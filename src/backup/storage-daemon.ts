@@ -1,8 +1,10 @@
 // One qemu-storage-daemon child per copy: started with its blockdevs on the command line and a QMP
 // monitor on a unix socket in a private run directory, stopped by QMP `quit` (SIGKILL if it does
 // not go), killed on abort. Its stderr is kept for the error. No daemon outlives its caller: every
-// exit path waits for the process to be gone, and a still-running child is SIGKILLed if Node exits.
+// exit path waits for the process to be gone, a still-running child is SIGKILLed if Node exits, and
+// gets SIGKILL from the kernel if Node is killed (its parent-death signal, set through setpriv).
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { QmpClient } from './qmp';
 
@@ -64,6 +66,14 @@ function installExitHook(): void {
   });
 }
 
+/**
+ * util-linux setpriv, when there is one: it sets the child's parent-death signal (PR_SET_PDEATHSIG) to
+ * SIGKILL and execs the daemon in place (same pid). The exit hook above cannot run when the agent itself
+ * is SIGKILLed; without this the daemon would live on, an orphan holding its images' locks (a frozen
+ * image it reads cannot be committed into while it runs: the backup's merge back would fail for ever).
+ */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => fs.existsSync(p));
+
 export async function startStorageDaemon(o: StartDaemonOptions): Promise<StorageDaemon> {
   o.signal?.throwIfAborted();
   installExitHook();
@@ -75,7 +85,9 @@ export async function startStorageDaemon(o: StartDaemonOptions): Promise<Storage
     'chardev=lmqmp',
     ...o.args,
   ];
-  const child = spawn(o.binary ?? process.env.LIVEMERGE_QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon', args, {
+  const binary = o.binary ?? process.env.LIVEMERGE_QEMU_STORAGE_DAEMON ?? 'qemu-storage-daemon';
+  const [cmd, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', binary, ...args]] : [binary, args];
+  const child = spawn(cmd, argv, {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, LC_ALL: 'C' },
   });

@@ -17,6 +17,7 @@ import { QmpError } from '../../src/backup/qmp';
 import { startStorageDaemon, StorageDaemonError } from '../../src/backup/storage-daemon';
 import type { Extent, FrozenDisk } from '../../src/backup/types';
 import { QemuImgError } from '../../src/qemu/qemu-img';
+import { pollUntil } from '../helpers/poll';
 import type { Format } from '../../src/schemas/volume';
 import {
   crashWhileOpen,
@@ -472,6 +473,26 @@ describe('abort and daemon errors', () => {
     const pid = Number(out.trim());
     expect(pid).toBeGreaterThan(0);
     expect(await daemonsUnder(root)).toEqual([]);
+  });
+
+  it('a daemon still running when Node is SIGKILLed dies with it (its parent-death signal)', async () => {
+    const root = await tmpRoot();
+    const img = path.join(root, 'img');
+    await qcow2(img);
+    const script = [
+      `const { startStorageDaemon } = require(${JSON.stringify(path.resolve('src/backup/storage-daemon.ts'))});`,
+      `startStorageDaemon({ runDir: ${JSON.stringify(root)}, args: ['--blockdev', 'driver=file,node-name=f,filename=${img}'] })`,
+      `  .then((d) => { console.log(d.pid); process.kill(process.pid, 'SIGKILL'); });`,
+    ].join('\n');
+    // No exit handler runs: only the kernel can end the daemon.
+    const r = await runTool(path.resolve('node_modules/.bin/tsx'), ['-e', script]);
+    const pid = Number(r.stdout.trim());
+    expect(pid).toBeGreaterThan(0);
+    await pollUntil(
+      async () => (await daemonsUnder(root)).length === 0,
+      10_000,
+      'the daemon of a SIGKILLed Node process to be gone',
+    );
   });
 
   it('a daemon that cannot start says why; a failing QMP command carries class and desc', async () => {

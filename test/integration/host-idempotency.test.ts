@@ -177,3 +177,32 @@ describe('every host activity, run twice, leaves the state of one run', () => {
     expect((await t.state()).persistent[0]).toBe(t.chain[0]!.path);
   });
 });
+
+describe('setDiskSources of two disks at once (the cold merges of removeSnapshot run in parallel)', () => {
+  it('both changes are in the definition: neither redefinition undoes the other', async () => {
+    const s = await useStack();
+    const host = createHostActivities({
+      hostId: s.hostId,
+      storageRoot: s.storageRoot,
+      libvirt: () => Promise.resolve(s.conn),
+      domainXmls: () => readDomainXmls(s.conn),
+    });
+    const { vm, disks } = await createStackVm(s, { disks: 2, capacity: 64 * MiB, start: false });
+    await createSnapshot(s, vm.uuid);
+    const chains = await Promise.all(disks.map((d) => s.sd.readChain(d.imageId)));
+    const persistent = async () =>
+      parseDomainDiskChains(await vm.domain.xml({ inactive: true })).map((d) => [d.target, d.chain[0]!.path]);
+    expect(await persistent()).toEqual(chains.map((c, i) => [`vd${'ab'[i]}`, c[1]!.path]));
+    // Each disk pointed back at its base, both calls in flight together.
+    const results = await Promise.all(
+      chains.map((c, i) =>
+        call(s, host, 'setDiskSources', {
+          vmId: vm.uuid,
+          disks: [{ target: `vd${'ab'[i]}`, path: c[0]!.path, format: c[0]!.format }],
+        }),
+      ),
+    );
+    expect(results.map((r) => r.changed)).toEqual([true, true]);
+    expect(await persistent()).toEqual(chains.map((c, i) => [`vd${'ab'[i]}`, c[0]!.path]));
+  });
+});

@@ -42,45 +42,44 @@ export function makeSnapshotDisks(deps: HostActivityDeps): HostActivities['snaps
 }
 
 /**
- * Per VM, one redefinition at a time in this agent: the disks of a shut-off VM are merged in parallel, and two
- * read-modify-define cycles of one definition would otherwise lose one disk's change (measured: a 2-disk
- * cold removeSnapshot left one disk on its merged-away leaf).
+ * The read-modify-write of each VM's persistent definition in this agent, one at a time: the cold merges
+ * of two disks of a VM run in parallel, and a definition written from XML read before the other disk's
+ * change was written would undo that change (a lost update: its merge then fails verification).
  */
-const redefining = new Map<string, Promise<unknown>>();
+const definitionWrites = new Map<string, Promise<unknown>>();
 function oneAtATime<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
-  const before = redefining.get(vmId) ?? Promise.resolve();
-  const run = before.then(fn, fn);
-  const settled = run.catch(() => undefined);
-  redefining.set(vmId, settled);
-  void settled.then(() => {
-    if (redefining.get(vmId) === settled) redefining.delete(vmId);
+  const run = (definitionWrites.get(vmId) ?? Promise.resolve()).then(fn, fn);
+  const tail = run.catch(() => undefined);
+  definitionWrites.set(vmId, tail);
+  void tail.then(() => {
+    if (definitionWrites.get(vmId) === tail) definitionWrites.delete(vmId);
   });
   return run;
 }
 
 /** A shut-off VM's persistent definition pointed at new disk sources. Idempotent: unchanged XML is not redefined. */
 export function makeSetDiskSources(deps: HostActivityDeps): HostActivities['setDiskSources'] {
-  return async (input) => {
-    const conn = await deps.libvirt();
-    return oneAtATime(input.vmId, () =>
-      withVm(conn, input.vmId, async (dom) => {
-        if (isActive(await describe(deps, dom).then((v) => v.state)))
-          throw nonRetryable(
-            'VmNotRunning',
-            `VM ${input.vmId} runs: its disks change only through libvirt jobs`,
-          );
-        let xml = await dom.xml({ inactive: true, secure: true });
-        let changed = false;
-        for (const d of input.disks) {
-          const next = setDiskSource(xml, d.target, d.path, d.format);
-          if (next !== null) {
-            xml = next;
-            changed = true;
-          }
-        }
-        if (changed) (await conn.defineXml(xml)).free();
-        return { changed };
-      }),
-    );
-  };
+  return (input) => oneAtATime(input.vmId, () => setDiskSources(deps, input));
+}
+
+async function setDiskSources(
+  deps: HostActivityDeps,
+  input: Parameters<HostActivities['setDiskSources']>[0],
+): ReturnType<HostActivities['setDiskSources']> {
+  const conn = await deps.libvirt();
+  return withVm(conn, input.vmId, async (dom) => {
+    if (isActive(await describe(deps, dom).then((v) => v.state)))
+      throw nonRetryable('VmNotRunning', `VM ${input.vmId} runs: its disks change only through libvirt jobs`);
+    let xml = await dom.xml({ inactive: true, secure: true });
+    let changed = false;
+    for (const d of input.disks) {
+      const next = setDiskSource(xml, d.target, d.path, d.format);
+      if (next !== null) {
+        xml = next;
+        changed = true;
+      }
+    }
+    if (changed) (await conn.defineXml(xml)).free();
+    return { changed };
+  });
 }

@@ -112,10 +112,18 @@ export function createBackupActivities(deps: StorageActivityDeps): BackupActivit
       await fs.rm(dir, { recursive: true, force: true });
     },
 
-    /** Idempotent: a record of that backup id already there is 'already-recorded'. */
-    recordBackup: async ({ repository, vmId, record }) => ({
-      status: await recordBackup(repository, vmId, record),
-    }),
+    /**
+     * Idempotent: a record of that backup id already there is 'already-recorded'. The backup's work
+     * directory (its copies' scratch overlays, removed by each copy) goes once it is recorded.
+     */
+    recordBackup: async ({ repository, vmId, record }) => {
+      const status = await recordBackup(repository, vmId, record);
+      await fs.rm(workDir(deps, { repository, vmId, backupId: record.backupId }), {
+        recursive: true,
+        force: true,
+      });
+      return { status };
+    },
 
     /** Idempotent: files already gone are skipped. */
     discardBackup: async (input) => {
