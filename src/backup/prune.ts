@@ -25,7 +25,8 @@ import {
 } from '../merge/cold';
 import { imageHeader, type RunOptions } from '../qemu/qemu-img';
 import type { LockOptions } from '../storage/lock';
-import { readFileNoFollow, removeFileDurably, writeFileAtomic } from './atomic-file';
+import { writeFileAtomic } from '../storage/metadata';
+import { readFileNoFollow, removeFileDurably } from './atomic-file';
 import { BackupCatalogCorrupt, BackupChainBroken, BackupRequestInvalid } from './errors';
 import {
   backupFileName,

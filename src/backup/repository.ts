@@ -6,7 +6,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { imageHeader } from '../qemu/qemu-img';
 import { withLock, type LockOptions } from '../storage/lock';
-import { readFileNoFollow, writeFileAtomic } from './atomic-file';
+import { writeFileAtomic } from '../storage/metadata';
+import { readFileNoFollow } from './atomic-file';
 import { BackupCatalogSchema, BackupRecordSchema } from './catalog-schema';
 import { BackupCatalogCorrupt, BackupNotFound, BackupRequestInvalid } from './errors';
 import {

@@ -93,6 +93,27 @@ async function vmIdOf(config: Config, ref: string): Promise<{ vmId: string; name
   return { vmId: vm.vmId, name: vm.name };
 }
 
+/** Starts a workflow on the engine, announces it and waits for it: its result, or OperationFailed naming `what`. */
+async function runToEnd(
+  config: Config,
+  json: boolean | undefined,
+  req: { workflowType: string; workflowId: string; input: unknown; what: string },
+): Promise<unknown> {
+  const { announce, outcomeOf, withTemporal } = await import('./workflows');
+  const { ENGINE_TASK_QUEUE } = await import('../common/task-queues');
+  return await withTemporal(config, async (client) => {
+    const handle = await client.workflow.start(req.workflowType, {
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowId: req.workflowId,
+      args: [req.input],
+    });
+    announce(config, json, req.workflowId, 'started');
+    const o = await outcomeOf(handle);
+    if (o.status !== 'COMPLETED') throw failed(req.what, o);
+    return o.result;
+  });
+}
+
 function failed(
   what: string,
   o: { status: string; failureType?: string; message?: string },
@@ -310,27 +331,19 @@ export function registerBackup(program: Command): void {
     .action(async (opts: { vm: string; repository: string; keep: string; json?: boolean }) => {
       const { PruneBackupsInput } = await import('../schemas/inputs');
       const { intArg, validInput, vmRefArg } = await import('./args');
-      const { announce, outcomeOf, withTemporal } = await import('./workflows');
-      const { ENGINE_TASK_QUEUE } = await import('../common/task-queues');
       vmRefArg(opts.vm);
       const keep = intArg('--keep', opts.keep, 1, 10000);
       const repository = await dirArg('--repository', opts.repository);
       const config = loadConfig();
       const { vmId } = await vmIdOf(config, opts.vm);
       const input = validInput(PruneBackupsInput, { vmId, repository, keep });
-      const workflowId = `prune-backups:${vmId}:${randomUUID()}`;
-      const out = await withTemporal(config, async (client): Promise<PruneOutput> => {
-        const handle = await client.workflow.start('pruneBackups', {
-          taskQueue: ENGINE_TASK_QUEUE,
-          workflowId,
-          args: [input],
-        });
-        announce(config, opts.json, workflowId, 'started');
-        const o = await outcomeOf(handle);
-        if (o.status !== 'COMPLETED') throw failed(`prune of the backups of VM ${opts.vm}`, o);
-        const r = o.result as PruneBackupsResult;
-        return { removed: r.removed, kept: r.kept };
-      });
+      const r = (await runToEnd(config, opts.json, {
+        workflowType: 'pruneBackups',
+        workflowId: `prune-backups:${vmId}:${randomUUID()}`,
+        input,
+        what: `prune of the backups of VM ${opts.vm}`,
+      })) as PruneBackupsResult;
+      const out: PruneOutput = { removed: r.removed, kept: r.kept };
       if (opts.json) return printJson(out);
       process.stdout.write(
         `removed ${out.removed.length} restore point(s)${out.removed.length ? `: ${out.removed.join(', ')}` : ''}\n` +
@@ -353,8 +366,6 @@ export function registerRestore(program: Command): void {
     .action(async (opts: { vm: string; backup: string; repository: string; to: string; json?: boolean }) => {
       const { RestoreBackupInput } = await import('../schemas/inputs');
       const { uuidArg, validInput, vmRefArg } = await import('./args');
-      const { announce, outcomeOf, withTemporal } = await import('./workflows');
-      const { ENGINE_TASK_QUEUE } = await import('../common/task-queues');
       vmRefArg(opts.vm);
       const backupId = uuidArg('--backup', opts.backup);
       const repository = await dirArg('--repository', opts.repository);
@@ -362,19 +373,15 @@ export function registerRestore(program: Command): void {
       const config = loadConfig();
       const { vmId } = await vmIdOf(config, opts.vm);
       const input = validInput(RestoreBackupInput, { vmId, backupId, repository, targetDir });
-      const workflowId = `restore-backup:${vmId}:${backupId}:${randomUUID()}`;
-      const out = await withTemporal(config, async (client): Promise<RestoreOutput> => {
-        const handle = await client.workflow.start('restoreBackup', {
-          taskQueue: ENGINE_TASK_QUEUE,
-          workflowId,
-          args: [input],
-        });
-        announce(config, opts.json, workflowId, 'started');
-        const o = await outcomeOf(handle);
-        if (o.status !== 'COMPLETED') throw failed(`restore of backup ${backupId}`, o);
-        const r = o.result as RestoreBackupResult;
-        return { disks: r.disks.map((d) => ({ target: d.target, imageId: d.imageId, path: d.path })) };
-      });
+      const r = (await runToEnd(config, opts.json, {
+        workflowType: 'restoreBackup',
+        workflowId: `restore-backup:${vmId}:${backupId}:${randomUUID()}`,
+        input,
+        what: `restore of backup ${backupId}`,
+      })) as RestoreBackupResult;
+      const out: RestoreOutput = {
+        disks: r.disks.map((d) => ({ target: d.target, imageId: d.imageId, path: d.path })),
+      };
       if (opts.json) return printJson(out);
       process.stdout.write(
         `backup ${backupId} restored:\n` + table(out.disks.map((d) => [`  ${d.target}`, d.path])) + '\n',

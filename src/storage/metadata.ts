@@ -83,6 +83,15 @@ export async function fsyncDir(dir: string): Promise<void> {
  */
 export async function writeMetadataFile(file: string, meta: VolumeMetadata): Promise<void> {
   const data = VolumeMetadataSchema.parse(meta);
+  await writeFileAtomic(file, `${JSON.stringify(data, null, 2)}\n`);
+}
+
+/**
+ * Atomic, durable replacement of a small file: a temp dot-file in the same directory (O_EXCL|O_NOFOLLOW),
+ * write, fsync, rename over the target, fsync the directory. A reader sees the old or the new content,
+ * never a torn one. Writers are serialised by the caller (an image lock, the backup catalog's lock).
+ */
+export async function writeFileAtomic(file: string, text: string): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   const fh = await fs.open(
@@ -92,7 +101,7 @@ export async function writeMetadataFile(file: string, meta: VolumeMetadata): Pro
   );
   try {
     try {
-      await fh.writeFile(`${JSON.stringify(data, null, 2)}\n`, 'utf8');
+      await fh.writeFile(text, 'utf8');
       await fh.sync();
     } finally {
       await fh.close();

@@ -10,12 +10,12 @@ import {
   setHandler,
   uuid4,
 } from '@temporalio/workflow';
-import type { BackupRecord, DiskBackupPlan, FrozenDisk } from '../activities/contracts';
+import type { BackupRecord, DescribeVmResult, DiskBackupPlan, FrozenDisk } from '../activities/contracts';
 import { BackupVmInput } from '../schemas/inputs';
 import type { BackupProgress } from '../schemas/progress';
 import type { BackupDisk, BackupVmResult } from '../schemas/results';
 import { backupCopies, backups, hostActivities, storage } from './activities';
-import { audit, locateHost, validated } from './common';
+import { audit, inspectWholeVm, validated } from './common';
 import { createSnapshot } from './create-snapshot';
 import { fail, failureType, parseInput } from './failures';
 import { ProgressTracker, progressQuery } from './progress';
@@ -27,6 +27,16 @@ export type { BackupVmResult };
 
 type ParsedInput = ReturnType<typeof BackupVmInput.parse>;
 type DiskProgress = BackupProgress['disks'][number];
+
+/** What the backup's query and signal handlers share with its steps. */
+interface BackupState {
+  tracker: ProgressTracker;
+  progress: DiskProgress[];
+  served: NonNullable<BackupProgress['exports']>;
+  /** Per disk (imageId) being copied: when its copy started (rate and ETA of its progress reports). */
+  copyStarted: Map<string, number>;
+  appDone: () => boolean;
+}
 
 /** A backup's bitmap: it records every write after the checkpoint, until a later backup is recorded. */
 export const backupBitmap = (backupId: string): string => `livemerge-${backupId}`;
@@ -60,18 +70,7 @@ export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
   // uuid4() is deterministic in a workflow: a replay reuses the same id.
   const backupId = input.backupId ?? uuid4();
   tracker.vm(input.vmId);
-  tracker.stage('inspecting');
-  const located = await locateHost(input.vmId, input.hostId);
-  const host = hostActivities(located.hostId);
-  const vm = await host.short.describeVm({ vmId: input.vmId });
-  const mode = vm.state === 'running' || vm.state === 'paused' ? 'live' : 'cold';
-  tracker.host(located.hostId, mode);
-  const foreign = vm.disks.filter((d) => !d.volume);
-  if (foreign.length > 0 || vm.disks.length === 0)
-    fail(
-      'InvalidRequest',
-      `VM ${input.vmId} has disks outside any storage domain: ${foreign.map((d) => d.path).join(', ')}`,
-    );
+  const { hostId, mode, vm } = await inspectWholeVm(tracker, input.vmId, input.hostId);
   if (input.quiesce)
     fail(
       'GuestAgentUnavailable',
@@ -80,17 +79,13 @@ export async function backupVm(raw: BackupVmInput): Promise<BackupVmResult> {
 
   const lock = await acquireVmLock(input.vmId);
   try {
-    return await backupLocked(
-      input,
-      backupId,
-      located.hostId,
-      mode,
+    return await backupLocked(input, backupId, hostId, mode, vm, {
       tracker,
-      disks,
+      progress: disks,
       served,
       copyStarted,
-      () => appDone,
-    );
+      appDone: () => appDone,
+    });
   } finally {
     await CancellationScope.nonCancellable(() => lock.release());
   }
@@ -101,16 +96,12 @@ async function backupLocked(
   backupId: string,
   hostId: string,
   mode: 'live' | 'cold',
-  tracker: ProgressTracker,
-  progress: DiskProgress[],
-  served: NonNullable<BackupProgress['exports']>,
-  copyStarted: Map<string, number>,
-  appDone: () => boolean,
+  vm: DescribeVmResult,
+  { tracker, progress, served, copyStarted, appDone }: BackupState,
 ): Promise<BackupVmResult> {
   const host = hostActivities(hostId);
   const ref = { repository: input.repository ?? '', vmId: input.vmId, backupId };
   const bitmap = backupBitmap(backupId);
-  const vm = await host.short.describeVm({ vmId: input.vmId });
   const leaves = [];
   for (const d of vm.disks) {
     const { storageDomainId, imageId, volumeId } = d.volume!;

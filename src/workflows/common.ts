@@ -1,6 +1,6 @@
 import { patched, sleep, workflowInfo } from '@temporalio/workflow';
-import type { AuditEvent, LocateVmResult } from '../activities/contracts';
-import { engine, probeHost } from './activities';
+import type { AuditEvent, DescribeVmResult, LocateVmResult } from '../activities/contracts';
+import { engine, hostActivities, probeHost } from './activities';
 import { fail } from './failures';
 import type { ProgressTracker } from './progress';
 
@@ -122,4 +122,27 @@ export function validated<T>(tracker: ProgressTracker, parse: () => T): T {
     tracker.stage('failed');
     throw err;
   }
+}
+
+/**
+ * The VM's host, its run state and its disks, every one in a storage domain (else InvalidRequest, before any
+ * change): what an operation on all of a VM's disks (a snapshot, a backup) starts from.
+ */
+export async function inspectWholeVm(
+  tracker: ProgressTracker,
+  vmId: string,
+  hostId: string | undefined,
+): Promise<{ hostId: string; mode: 'live' | 'cold'; vm: DescribeVmResult }> {
+  tracker.stage('inspecting');
+  const located = await locateHost(vmId, hostId);
+  const vm = await hostActivities(located.hostId).short.describeVm({ vmId });
+  const mode = vm.state === 'running' || vm.state === 'paused' ? 'live' : 'cold';
+  tracker.host(located.hostId, mode);
+  const foreign = vm.disks.filter((d) => !d.volume);
+  if (foreign.length > 0 || vm.disks.length === 0)
+    fail(
+      'InvalidRequest',
+      `VM ${vmId} has disks outside any storage domain: ${foreign.map((d) => d.path).join(', ')}`,
+    );
+  return { hostId: located.hostId, mode, vm };
 }

@@ -4,7 +4,7 @@ import type { VolumeRef } from '../activities/contracts';
 import { CreateSnapshotInput } from '../schemas/inputs';
 import type { CreateSnapshotResult } from '../schemas/results';
 import { hostActivities, storage, storageSettled } from './activities';
-import { audit, locateHost, validated } from './common';
+import { audit, inspectWholeVm, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
 import { ProgressTracker } from './progress';
 
@@ -16,18 +16,10 @@ export async function createSnapshot(raw: CreateSnapshotInput): Promise<CreateSn
   // uuid4() is deterministic in a workflow: a replay or a retried activity reuses the same ids.
   const snapshotId = input.snapshotId ?? uuid4();
   tracker.vm(input.vmId);
-  tracker.stage('inspecting');
-  const located = await locateHost(input.vmId, input.hostId);
+  const inspected = await inspectWholeVm(tracker, input.vmId, input.hostId);
+  const { vm, mode } = inspected;
+  const located = { hostId: inspected.hostId };
   const host = hostActivities(located.hostId);
-  const vm = await host.short.describeVm({ vmId: input.vmId });
-  const mode = vm.state === 'running' || vm.state === 'paused' ? 'live' : 'cold';
-  tracker.host(located.hostId, mode);
-  const foreign = vm.disks.filter((d) => !d.volume);
-  if (foreign.length > 0 || vm.disks.length === 0)
-    fail(
-      'InvalidRequest',
-      `VM ${input.vmId} has disks outside any storage domain: ${foreign.map((d) => d.path).join(', ')}`,
-    );
 
   const planned = vm.disks.map((d) => ({
     target: d.target,

@@ -7,64 +7,19 @@ import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, inject, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 import { compareWithView, guestViews } from '../helpers/backups';
 import { exists, writeThroughGuest } from '../helpers/data';
 import type { Stack } from '../helpers/stack';
 import { createStackVm, useStack } from '../helpers/stack';
-import { NAMESPACE } from '../helpers/temporal';
+import type { Run } from '../helpers/cli';
+import { BIN, anyUuid, cli, cliEnv, cliJson } from '../helpers/cli';
 import type { TestVm } from '../helpers/vm-fixture';
 import { createTempDir } from '../helpers/vm-fixture';
 
 const exec = promisify(execFile);
-const BIN = path.resolve(__dirname, '../../bin/livemerge.cjs');
-const UI = 'http://ui.livemerge.test';
 const KiB = 1024;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const anyUuid = () => expect.stringMatching(UUID_RE) as unknown;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cliEnv(s: Stack): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
-    TEMPORAL_NAMESPACE: NAMESPACE,
-    LIVEMERGE_HOST_ID: s.hostId,
-    LIVEMERGE_HOSTS: s.hostId,
-    LIVEMERGE_STORAGE_ROOT: s.storageRoot,
-    LIVEMERGE_AUDIT_LOG: s.auditLog.file,
-    LIVEMERGE_DATA_DIR: path.dirname(s.storageRoot),
-    LIVEMERGE_UI_URL: UI,
-  };
-}
-
-/** Runs the CLI asynchronously (this process's workers must keep running meanwhile). */
-function cli(s: Stack, args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: cliEnv(s), maxBuffer: 16 << 20 },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
-
-/** Runs with --json, expects exit 0 and exactly one JSON document on stdout. */
-async function cliJson<T>(s: Stack, args: string[]): Promise<{ out: T; stderr: string }> {
-  const r = await cli(s, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`livemerge ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return { out: JSON.parse(r.stdout) as T, stderr: r.stderr };
-}
 
 interface BackupOut {
   workflowId: string;

@@ -1,54 +1,15 @@
 // The `livemerge` CLI as a user runs it: a separate process (node bin/livemerge.cjs) against this file's
 // stack (Temporal namespace, engine and host-agent workers in this process, a storage domain in a temp dir).
-import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
-import { describe, expect, inject, it, onTestFinished } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import type { AuditRecord } from '../../src/audit/audit-log';
 import { exists, writeThroughGuest } from '../helpers/data';
 import type { Stack } from '../helpers/stack';
 import { useStack } from '../helpers/stack';
 import { NAMESPACE } from '../helpers/temporal';
+import { UI, anyUuid, cli, cliJson } from '../helpers/cli';
 import { pollUntil, removeVm } from '../helpers/vm-fixture';
-
-const BIN = path.resolve(__dirname, '../../bin/livemerge.cjs');
-const UI = 'http://ui.livemerge.test';
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const anyUuid = () => expect.stringMatching(UUID_RE) as unknown;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI asynchronously (this process's workers must keep running meanwhile). */
-function cli(s: Stack, args: string[]): Promise<Run> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
-    TEMPORAL_NAMESPACE: NAMESPACE,
-    LIVEMERGE_HOST_ID: s.hostId,
-    LIVEMERGE_HOSTS: s.hostId,
-    LIVEMERGE_STORAGE_ROOT: s.storageRoot,
-    LIVEMERGE_AUDIT_LOG: s.auditLog.file,
-    LIVEMERGE_DATA_DIR: path.dirname(s.storageRoot),
-    LIVEMERGE_UI_URL: UI,
-  };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { env, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-/** Runs with --json, expects exit 0 and exactly one JSON document on stdout. */
-async function cliJson<T>(s: Stack, args: string[]): Promise<{ out: T; stderr: string }> {
-  const r = await cli(s, [...args, '--json']);
-  if (r.code !== 0) throw new Error(`livemerge ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
-  return { out: JSON.parse(r.stdout) as T, stderr: r.stderr };
-}
 
 const link = (id: string) => `${UI}/namespaces/${NAMESPACE}/workflows/${encodeURIComponent(id)}`;
 
