@@ -130,8 +130,10 @@ const STAGES: Record<Stage, string> = {
   starting: 'starting the block job (createSnapshot: creating the new leaf volumes)',
   copying: 'data is being copied (`cur` of `end` bytes); a cold merge copies with qemu-img',
   ready: 'an active commit has copied everything and mirrors new writes until the pivot',
-  pivoting: 'switching the VM onto the merged chain (createSnapshot: taking the snapshot)',
-  verifying: 'checking that the merged volumes are gone from the live and the persistent chain',
+  pivoting:
+    'switching the VM onto the merged chain (createSnapshot: taking the snapshot); a live merge’s host unit pivots within milliseconds of `ready` and does not report it: its `progress` goes from `ready` to `recording`',
+  verifying:
+    'checking that the merged volumes are gone from the live and the persistent chain (reported by cold merges; a live merge’s host unit checks right after the pivot)',
   recording: 'updating the volume metadata (merged volumes ILLEGAL, new parent, snapshot id)',
   deleting: 'deleting the merged volumes (each behind the deletion guard)',
   done: 'finished: the workflow completed',
@@ -142,7 +144,8 @@ const STAGES: Record<Stage, string> = {
 const SEARCH_ATTRIBUTE_DOCS: Record<(typeof SEARCH_ATTRIBUTES)[number], string> = {
   LivemergeVmId: 'the VM’s UUID, set once the input is validated (not set by reconcile)',
   LivemergeHostId: 'the id of the VM’s host, set once the host is found (not set by reconcile)',
-  LivemergeStage: 'the current `progress` stage, updated on every stage change',
+  LivemergeStage:
+    'the current `progress` stage among those a workflow can stay in: `inspecting`, `copying`, `ready`, `recording`, and the end (`done`, `failed`, `cancelled`); the momentary ones (`validating`, `starting`, `pivoting`, `verifying`, `deleting`) are in `progress` only (workflows started before this build: every stage)',
 };
 
 interface WorkflowDoc {
@@ -277,8 +280,9 @@ export const WORKFLOWS: Record<WorkflowType, WorkflowDoc> = {
     cancellable: 'until the pivot (live), until the copy starts (cold)',
     cancellation:
       'live, a cancel before the pivot (stages up to `ready`) aborts the block job without pivoting; the chain ' +
-      'stays as it was, nothing is deleted and the workflow ends CANCELLED. From the pivot on (`pivoting` and ' +
-      'later; for an intermediate commit, once the job has completed) the rest runs non-cancellable and the ' +
+      'stays as it was, nothing is deleted and the workflow ends CANCELLED. From the pivot call on (which the ' +
+      'host unit makes on READY itself, so a cancel seen at `ready` may come too late; for an intermediate ' +
+      'commit, once the job has completed) the rest runs non-cancellable and the ' +
       'workflow completes or fails as if no cancel had been sent. Cold: cancellable until the qemu-img copy ' +
       'starts.',
   },

@@ -24,6 +24,8 @@ export interface LocateVmResult {
   vmId: string;
   name?: string;
   state?: VmState;
+  /** When asked for (`describe`) and found: the VM's description, read in the same call. */
+  description?: DescribeVmResult;
 }
 
 export interface DescribeVmResult {
@@ -91,6 +93,8 @@ export interface MergeOnHostInput extends JobRef {
   bandwidthBytesPerSec?: number;
   /** The path the disk's leaf has once the merge is done (step 6). */
   expectedLeafPath: string;
+  /** The removal whose merge this is: it is sent the same stage reports (lean histories). */
+  alsoReportTo?: { workflowId: string; runId: string; imageId: string };
 }
 
 /** How the unit found and left the job: the branches a retry took are visible in the history. */
@@ -114,7 +118,7 @@ export interface WaitResult {
 export interface HostActivities {
   listVms(): Promise<{ hostId: string; vms: Array<{ name: string; uuid: string; state: string }> }>;
   /** Read-only. */
-  locateVm(input: { vmId: string }): Promise<LocateVmResult>;
+  locateVm(input: { vmId: string; describe?: boolean }): Promise<LocateVmResult>;
   /** Read-only. */
   describeVm(input: { vmId: string }): Promise<DescribeVmResult>;
   /** Read-only: validates the request against the VM's real chains and returns the plan. */

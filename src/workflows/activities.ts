@@ -1,6 +1,6 @@
 // Activity proxies, one set per queue. Retries are unbounded where a crash of the agent, libvirtd or the
 // server must end in a resumed merge; the non-retryable failure types end the workflow instead.
-import { ActivityCancellationType, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type {
   BackupActivities,
   EngineActivities,
@@ -93,6 +93,15 @@ export const engine = proxyActivities<EngineActivities>({
   taskQueue: ENGINE_TASK_QUEUE,
   startToCloseTimeout: '30s',
   heartbeatTimeout: LIVENESS,
+  retry: RETRY,
+});
+
+/**
+ * The same engine steps as local activities: they run in the engine worker that runs the workflow, so
+ * each is one marker event instead of an activity task's three events and a workflow task's three.
+ */
+export const engineLocal = proxyLocalActivities<EngineActivities>({
+  startToCloseTimeout: '30s',
   retry: RETRY,
 });
 

@@ -1,12 +1,16 @@
 import { patched, sleep, workflowInfo } from '@temporalio/workflow';
 import type { AuditEvent, DescribeVmResult, LocateVmResult } from '../activities/contracts';
-import { engine, hostActivities, probeHost } from './activities';
+import { engine, engineLocal, hostActivities, probeHost } from './activities';
 import { fail } from './failures';
+import { lean } from './lean';
 import type { ProgressTracker } from './progress';
 
 /** Workflows started before finding a VM waited for silent hosts took a silent host for "not there". */
 const LOCATE_WAITS_PATCH = 'livemerge-locate-waits-for-silent-hosts';
 const LOCATE_RETRY_MAX_MS = 10_000;
+
+/** The engine's own steps (configuration, audit): local activities in lean histories. */
+export const engineSteps = (): typeof engine => (lean() ? engineLocal : engine);
 
 const isRunning = (a: LocateVmResult): boolean => a.found && (a.state === 'running' || a.state === 'paused');
 
@@ -17,11 +21,11 @@ const isRunning = (a: LocateVmResult): boolean => a.found && (a.state === 'runni
  * taken while the VM may run on a silent one; "not found" only when every host answered no. After the
  * engine's locate timeout (LIVEMERGE_LOCATE_TIMEOUT) it fails HostUnreachable.
  */
-export async function locateHost(vmId: string, hostId?: string): Promise<LocateVmResult> {
-  const hosts = hostId ? [hostId] : await engine.configuredHosts();
+export async function locateHost(vmId: string, hostId?: string, describe = false): Promise<LocateVmResult> {
+  const hosts = hostId ? [hostId] : await engineSteps().configuredHosts();
   const answers = await askHosts(
     hosts,
-    (h) => probeHost(h).locateVm({ vmId }),
+    (h) => probeHost(h).locateVm(describe ? { vmId, describe } : { vmId }),
     (as) => as.some(isRunning),
     {
       what: `VM ${vmId}`,
@@ -56,7 +60,7 @@ export async function askHosts<A>(
     answers.push(...round.answers);
     if (enough(answers)) return answers;
     if (round.silent.length === 0 || !patched(LOCATE_WAITS_PATCH)) return answers;
-    timeoutMs ??= (await engine.locatePolicy()).timeoutSeconds * 1000;
+    timeoutMs ??= (await engineSteps().locatePolicy()).timeoutSeconds * 1000;
     if (Date.now() - since >= timeoutMs)
       fail(
         'HostUnreachable',
@@ -102,7 +106,7 @@ export async function audit(
   detail: Record<string, unknown>,
 ): Promise<void> {
   const info = workflowInfo();
-  await engine.audit({
+  await engineSteps().audit({
     eventId: `${info.workflowId}/${info.runId}/${outcome}`,
     outcome,
     workflowType: info.workflowType,
@@ -124,6 +128,18 @@ export function validated<T>(tracker: ProgressTracker, parse: () => T): T {
   }
 }
 
+/** The VM's host and its disks: in lean histories the host that has it describes it in the same probe. */
+export async function locateAndDescribe(
+  vmId: string,
+  hostId?: string,
+  onLocated?: (located: LocateVmResult) => void,
+): Promise<{ located: LocateVmResult; vm: DescribeVmResult }> {
+  const located = await locateHost(vmId, hostId, lean());
+  onLocated?.(located);
+  const vm = located.description ?? (await hostActivities(located.hostId).short.describeVm({ vmId }));
+  return { located, vm };
+}
+
 /**
  * The VM's host, its run state and its disks, every one in a storage domain (else InvalidRequest, before any
  * change): what an operation on all of a VM's disks (a snapshot, a backup) starts from.
@@ -134,8 +150,7 @@ export async function inspectWholeVm(
   hostId: string | undefined,
 ): Promise<{ hostId: string; mode: 'live' | 'cold'; vm: DescribeVmResult }> {
   tracker.stage('inspecting');
-  const located = await locateHost(vmId, hostId);
-  const vm = await hostActivities(located.hostId).short.describeVm({ vmId });
+  const { located, vm } = await locateAndDescribe(vmId, hostId);
   const mode = vm.state === 'running' || vm.state === 'paused' ? 'live' : 'cold';
   tracker.host(located.hostId, mode);
   const foreign = vm.disks.filter((d) => !d.volume);

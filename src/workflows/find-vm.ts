@@ -2,8 +2,8 @@
 // find a VM by name or UUID on any configured host; the workflow's id is the CLI's, its history the answer.
 import type { DescribeVmResult } from '../activities/contracts';
 import { isUuid } from '../common/ids';
-import { engine, hostActivities, probeHost } from './activities';
-import { askHosts, locateHost } from './common';
+import { probeHost } from './activities';
+import { askHosts, engineSteps, locateAndDescribe } from './common';
 import { fail } from './failures';
 
 export interface FindVmInput {
@@ -13,8 +13,7 @@ export interface FindVmInput {
 
 export async function findVm(input: FindVmInput): Promise<DescribeVmResult> {
   const vmId = isUuid(input.vm) ? input.vm : await uuidOfName(input.vm);
-  const located = await locateHost(vmId);
-  return await hostActivities(located.hostId).short.describeVm({ vmId });
+  return (await locateAndDescribe(vmId)).vm;
 }
 
 /**
@@ -23,7 +22,7 @@ export async function findVm(input: FindVmInput): Promise<DescribeVmResult> {
  * a VM) before a name is taken as unique or as not found.
  */
 async function uuidOfName(name: string): Promise<string> {
-  const hosts = await engine.configuredHosts();
+  const hosts = await engineSteps().configuredHosts();
   const answers = await askHosts(
     hosts,
     (h) => probeHost(h).listVms(),

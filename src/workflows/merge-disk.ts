@@ -10,13 +10,14 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { JobRef, MergePlan } from '../activities/contracts';
+import type { JobRef, MergeOnHostInput, MergePlan } from '../activities/contracts';
 import { MergeDiskInput } from '../schemas/inputs';
 import { stageRank } from '../schemas/progress';
 import type { MergeDiskResult } from '../schemas/results';
 import { hostActivities, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
 import { failureType, parseInput } from './failures';
+import { lean } from './lean';
 import { mergeDiskV1 } from './merge-disk-v1';
 import { MergeMetric } from './metrics';
 import { ProgressTracker } from './progress';
@@ -42,7 +43,8 @@ type Host = ReturnType<typeof hostActivities>;
 export async function mergeDisk(raw: MergeDiskInput): Promise<MergeDiskResult> {
   const metric = new MergeMetric();
   return await metric.around(async () => {
-    if (!patched(HOST_UNIT_PATCH)) return await mergeDiskV1(raw);
+    // Lean histories imply the host unit and the VM lock: one patch marker (and its search attribute) not three.
+    if (!lean() && !patched(HOST_UNIT_PATCH)) return await mergeDiskV1(raw);
     return await mergeDiskOnHost(raw, metric);
   });
 }
@@ -54,8 +56,10 @@ async function mergeDiskOnHost(raw: MergeDiskInput, metric: MergeMetric): Promis
   tracker.vm(input.vmId);
   metric.labels.direction = input.direction;
   const toParent = parentReporter(input.imageId, tracker);
+  // Lean histories: inspecting from here, its search attribute in the same upsert as the VM's.
+  if (lean()) tracker.stage('inspecting');
   // One snapshot removal, merge or backup per VM at a time (a removal's own merges run under its lock).
-  if (!patched(VM_LOCK_PATCH)) return await mergeDiskSteps(input, tracker, metric, toParent);
+  if (!lean() && !patched(VM_LOCK_PATCH)) return await mergeDiskSteps(input, tracker, metric, toParent);
   return await withVmLock(input.vmId, tracker, () => mergeDiskSteps(input, tracker, metric, toParent));
 }
 
@@ -71,7 +75,7 @@ async function mergeDiskSteps(
   let plan: MergePlan;
   let host: Host;
   try {
-    hostId = (await locateHost(input.vmId, input.hostId)).hostId;
+    hostId = await hostOf(input);
     host = hostActivities(hostId);
     plan = await host.short.planMerge(planInput(input));
   } catch (err) {
@@ -151,6 +155,7 @@ async function moveData(
     const done = await host.settled.mergeOnHost({
       ...job,
       expectedLeafPath: newLeafPath(input, plan),
+      ...parentToReportTo(input.imageId),
       ...(input.bandwidthBytesPerSec ? { bandwidthBytesPerSec: input.bandwidthBytesPerSec } : {}),
     });
     tracker.bytes(done.end, done.end);
@@ -206,13 +211,31 @@ async function concluded(
   });
 }
 
-/** A parent workflow (removeSnapshot) shows each disk's progress: one signal per stage change. */
+/**
+ * The VM's host. A removal's merge is given the host its parent found a moment ago: the plan, made on
+ * that host, refuses if the VM is not there (lean histories; before, the host was asked twice).
+ */
+async function hostOf(input: ParsedMergeDiskInput): Promise<string> {
+  if (input.hostId && workflowInfo().parent && lean()) return input.hostId;
+  return (await locateHost(input.vmId, input.hostId)).hostId;
+}
+
+/** Lean histories: the host unit tells the removal its stages itself (no signal from here per stage). */
+function parentToReportTo(imageId: string): Pick<MergeOnHostInput, 'alsoReportTo'> {
+  const parent = workflowInfo().parent;
+  return parent && lean() ? { alsoReportTo: { ...parent, imageId } } : {};
+}
+
+/** A parent workflow (removeSnapshot) shows each disk's progress: a signal per stage change (before lean histories). */
 function parentReporter(imageId: string, tracker: ProgressTracker): { target: string } {
   const to = { target: '' };
   const parent = workflowInfo().parent;
   if (!parent) return to;
   const handle = getExternalWorkflowHandle(parent.workflowId, parent.runId);
   tracker.onStageChange((p) => {
+    // Lean histories: only a cold copy's start (a live merge's stages come from its host unit; every
+    // outcome from the child's result).
+    if (lean() && !(p.stage === 'copying' && p.mode === 'cold')) return;
     handle
       .signal(diskProgressSignal, { imageId, target: to.target, progress: { ...p } })
       .catch(() => undefined);

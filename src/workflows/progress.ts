@@ -1,13 +1,29 @@
 // The `progress` query, the UI's current details and the Livemerge* search attributes, kept in step.
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Progress, Stage } from '../schemas/progress';
+import { lean } from './lean';
 
 export const progressQuery = defineQuery<Progress>('progress');
 
 export const VM_ID_KEY = defineSearchAttributeKey('LivemergeVmId', SearchAttributeType.KEYWORD);
 export const HOST_ID_KEY = defineSearchAttributeKey('LivemergeHostId', SearchAttributeType.KEYWORD);
 export const STAGE_KEY = defineSearchAttributeKey('LivemergeStage', SearchAttributeType.KEYWORD);
+
+/**
+ * The stages LivemergeStage takes in lean histories: those a workflow can stay in (waiting for a host,
+ * copying, READY, the storage role's steps) and its end; the momentary ones are in the query only.
+ */
+const SEARCHED_STAGES: readonly Stage[] = [
+  'inspecting',
+  'copying',
+  'ready',
+  'recording',
+  'done',
+  'failed',
+  'cancelled',
+];
 
 export function initialProgress(): Progress {
   return {
@@ -25,6 +41,7 @@ export function initialProgress(): Progress {
 export class ProgressTracker {
   readonly state: Progress = initialProgress();
   private stageStartedAt = Date.now();
+  private readonly unsent = new Map<string, SearchAttributeUpdatePair>();
 
   constructor(
     private readonly title: string,
@@ -41,13 +58,13 @@ export class ProgressTracker {
   }
 
   vm(vmId: string): void {
-    upsertSearchAttributes([{ key: VM_ID_KEY, value: vmId }]);
+    this.upsert({ key: VM_ID_KEY, value: vmId });
   }
 
   host(hostId: string, mode?: 'live' | 'cold'): void {
     this.state.hostId = hostId;
     if (mode) this.state.mode = mode;
-    upsertSearchAttributes([{ key: HOST_ID_KEY, value: hostId }]);
+    this.upsert({ key: HOST_ID_KEY, value: hostId });
     this.publish();
   }
 
@@ -55,7 +72,7 @@ export class ProgressTracker {
     if (this.state.stage === stage) return;
     this.state.stage = stage;
     this.stageStartedAt = Date.now();
-    upsertSearchAttributes([{ key: STAGE_KEY, value: stage }]);
+    if (!lean() || SEARCHED_STAGES.includes(stage)) this.upsert({ key: STAGE_KEY, value: stage });
     this.publish();
     this.onStage?.(this.state);
   }
@@ -76,6 +93,25 @@ export class ProgressTracker {
   removed(volumeIds: string[]): void {
     this.state.removedVolumeIds = volumeIds;
     this.publish();
+  }
+
+  /**
+   * Lean histories: the changes of one workflow task go out as one upsert (one event), sent once the
+   * task's code has run (a microtask, still inside the activation); else one upsert per change.
+   */
+  private upsert(pair: SearchAttributeUpdatePair): void {
+    if (!lean()) {
+      upsertSearchAttributes([pair]);
+      return;
+    }
+    const first = this.unsent.size === 0;
+    this.unsent.set(pair.key.name, pair);
+    if (!first) return;
+    void Promise.resolve().then(() => {
+      const pairs = [...this.unsent.values()];
+      this.unsent.clear();
+      upsertSearchAttributes(pairs);
+    });
   }
 
   private publish(): void {

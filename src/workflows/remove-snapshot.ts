@@ -13,13 +13,14 @@ import { RemoveSnapshotInput } from '../schemas/inputs';
 import type { Progress, RemoveSnapshotProgress } from '../schemas/progress';
 import { FailureType, stageRank } from '../schemas/progress';
 import type { RemoveSnapshotResult } from '../schemas/results';
-import { hostActivities, storage } from './activities';
-import { audit, locateHost, validated } from './common';
+import { storage } from './activities';
+import { audit, locateAndDescribe, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
+import { lean } from './lean';
 import { mergeDisk } from './merge-disk';
 import { MergeMetric } from './metrics';
 import { ProgressTracker, initialProgress, progressQuery } from './progress';
-import { diskProgressSignal } from './signals';
+import { diskHostStageSignal, diskProgressSignal } from './signals';
 import { VM_LOCK_PATCH, inheritVmLock, withVmLock } from './vm-lock';
 
 export type { RemoveSnapshotResult };
@@ -42,14 +43,18 @@ async function removeSnapshotOf(
     const d = disks.find((x) => x.imageId === imageId);
     if (d) Object.assign(d, progress, { imageId, target: target || d.target });
   });
+  // Lean histories: a live merge's host unit reports its stages here directly; they only move forward.
+  setHandler(diskHostStageSignal, ({ imageId, stage, cur, end }) => {
+    const d = disks.find((x) => x.imageId === imageId);
+    if (!d || stageRank(stage) <= stageRank(d.stage)) return;
+    Object.assign(d, { stage, cur, end, mode: 'live' });
+  });
 
   const input = validated(tracker, () => parseInput(RemoveSnapshotInput, raw));
   tracker.vm(input.vmId);
   metric.labels.direction = input.direction;
   tracker.stage('inspecting');
-  const located = await locateHost(input.vmId, input.hostId);
-  tracker.host(located.hostId);
-  const vm = await hostActivities(located.hostId).short.describeVm({ vmId: input.vmId });
+  const { located, vm } = await locateAndDescribe(input.vmId, input.hostId, (l) => tracker.host(l.hostId));
 
   // For each disk in a storage domain: the volume frozen by the snapshot and its child.
   const merges: Merge[] = [];
@@ -69,7 +74,8 @@ async function removeSnapshotOf(
     fail('SnapshotNotFound', `no disk of VM ${input.vmId} has a volume of snapshot ${input.snapshotId}`);
 
   // One snapshot removal, merge or backup per VM at a time; its merges run under its lock.
-  if (!patched(VM_LOCK_PATCH)) return await mergeAll(input, located.hostId, merges, disks, tracker, metric);
+  if (!lean() && !patched(VM_LOCK_PATCH))
+    return await mergeAll(input, located.hostId, merges, disks, tracker, metric);
   return await withVmLock(input.vmId, tracker, () =>
     mergeAll(input, located.hostId, merges, disks, tracker, metric, inheritVmLock(input.vmId)),
   );
@@ -88,7 +94,14 @@ async function mergeAll(
   childOptions: { memo?: Record<string, string> } = {},
 ): Promise<RemoveSnapshotResult> {
   const located = { hostId };
-  for (const m of merges) disks.push({ ...initialProgress(), imageId: m.base.imageId, target: m.target });
+  for (const m of merges)
+    disks.push({
+      ...initialProgress(),
+      stage: 'inspecting',
+      hostId,
+      imageId: m.base.imageId,
+      target: m.target,
+    });
   await audit('started', input.vmId, located.hostId, { input, disks: merges.map((m) => m.target) });
 
   const outcomes = await Promise.allSettled(
@@ -118,6 +131,19 @@ async function mergeAll(
     }),
   );
 
+  // Each disk's outcome is its child's (a child tells its parent only the stages it shows while running).
+  outcomes.forEach((o, i) => {
+    const d = disks[i]!;
+    if (o.status === 'fulfilled')
+      Object.assign(d, {
+        stage: 'done',
+        mode: o.value.mode,
+        cur: d.end,
+        etaSeconds: 0,
+        removedVolumeIds: o.value.removedVolumeIds,
+      });
+    else d.stage = isCancellation(o.reason) ? 'cancelled' : 'failed';
+  });
   // What is merged is merged: the rest of the bookkeeping runs even when a cancel came in meanwhile.
   return await CancellationScope.nonCancellable(() =>
     conclude(input, located.hostId, merges, outcomes, tracker),

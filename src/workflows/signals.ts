@@ -1,8 +1,8 @@
 import { defineSignal } from '@temporalio/workflow';
 import type { BackupProgressReport } from '../common/backup-progress';
 import { BACKUP_PROGRESS_SIGNAL } from '../common/backup-progress';
-import type { HostStageReport } from '../common/host-stage';
-import { HOST_STAGE_SIGNAL } from '../common/host-stage';
+import type { DiskHostStageReport, HostStageReport } from '../common/host-stage';
+import { DISK_HOST_STAGE_SIGNAL, HOST_STAGE_SIGNAL } from '../common/host-stage';
 import type { Progress } from '../schemas/progress';
 
 /** mergeDisk → its removeSnapshot parent, on each stage change. */
@@ -11,6 +11,9 @@ export const diskProgressSignal =
 
 /** mergeOnHost (the host unit) → its mergeDisk, on each stage change on the host. */
 export const hostStageSignal = defineSignal<[HostStageReport]>(HOST_STAGE_SIGNAL);
+
+/** mergeOnHost → the removal whose merge it runs (lean histories): the same reports, naming the disk. */
+export const diskHostStageSignal = defineSignal<[DiskHostStageReport]>(DISK_HOST_STAGE_SIGNAL);
 
 /** backupVm in NBD export mode: the backup application has read what it needs; the exports may stop. */
 export const backupDoneSignal = defineSignal('backupDone');

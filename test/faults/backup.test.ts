@@ -19,6 +19,7 @@ import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { AuditLog } from '../../src/audit/audit-log';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { readCatalog } from '../../src/backup/repository';
 import { diskFile } from '../../src/backup/paths';
@@ -430,9 +431,19 @@ describe('backupVm: the VM', () => {
       (e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowType?.name === 'removeSnapshot',
     );
     expect(children).toHaveLength(2);
-    expect(
-      events.filter((e) => e.eventType === EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED),
-    ).toHaveLength(1);
+    // Which children failed, and why: the merge back only (the compensation's removal completed).
+    const childFailures = events.flatMap((e) => {
+      const a = e.childWorkflowExecutionFailedEventAttributes;
+      return a
+        ? [`${a.workflowType?.name} ${a.failure?.cause?.message ?? a.failure?.message ?? ''}`.trim()]
+        : [];
+    });
+    const audited = (await new AuditLog(stack.auditLogFile).read({ vmId: vm.vmId })).filter(
+      (e) => e.workflowType === 'backupVm' && e.outcome === 'failed',
+    );
+    expect(childFailures, JSON.stringify(audited.map((e) => e.detail))).toHaveLength(1);
+    expect(childFailures[0]).toMatch(/^removeSnapshot /);
+    expect(audited.map((e) => (e.detail as { compensation?: string[] }).compensation)).toEqual([undefined]);
     expect((await progressOf(mergeOf(vm, 0)))?.mode).toBe('cold');
     // Nothing left of the backup: the chains are back to their length, LEGAL, the definition on them;
     // no record, no file, no bitmap (this backup's was the only one).

@@ -15,9 +15,9 @@ export function makeListVms(deps: HostActivityDeps): HostActivities['listVms'] {
   };
 }
 
-/** Read-only: whether this host defines the VM, and its state. */
+/** Read-only: whether this host defines the VM, and its state (and, asked for, its description). */
 export function makeLocateVm(deps: HostActivityDeps): HostActivities['locateVm'] {
-  return async ({ vmId }) => {
+  return async ({ vmId, describe: andDescribe }) => {
     const conn = await deps.libvirt();
     try {
       const dom = await conn.lookupByUuid(vmId);
@@ -28,6 +28,7 @@ export function makeLocateVm(deps: HostActivityDeps): HostActivities['locateVm']
           vmId,
           name: dom.name,
           state: vmState((await dom.state()).state),
+          ...(andDescribe ? { description: await describe(deps, dom) } : {}),
         };
       } finally {
         dom.free();

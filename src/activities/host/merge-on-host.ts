@@ -3,10 +3,10 @@
 // chain (vdsm's live merge job works the same way). Only recording and deleting wait for the engine.
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
 import type { HostStageReport } from '../../common/host-stage';
-import { HOST_STAGE_SIGNAL } from '../../common/host-stage';
+import { DISK_HOST_STAGE_SIGNAL, HOST_STAGE_SIGNAL } from '../../common/host-stage';
 import { livemergeMetrics } from '../../common/metrics';
 import { noBreakpoint } from '../breakpoints';
-import type { HostActivities, MergeOnHostResult } from '../contracts';
+import type { HostActivities, MergeOnHostInput, MergeOnHostResult } from '../contracts';
 import { nonRetryable } from '../failures';
 import { abortDisk, pivotDisk, startOrAdopt } from './block-job';
 import type { HostActivityDeps } from './deps';
@@ -34,7 +34,7 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
     const ctx = Context.current();
     const metrics = livemergeMetrics(ctx.metricMeter);
     const attempt = ctx.info.attempt;
-    const report = stageReporter(ctx);
+    const report = stageReporter(ctx, input.alsoReportTo);
     const conn = await deps.libvirt();
     let cur = 0;
     let end = 0;
@@ -84,7 +84,6 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
           await breakpoint('pivot');
           // A cancellation that arrived while READY wins over the pivot that has not been issued yet.
           if (ctx.cancellationSignal.aborted) throw new CancelledFailure('cancelled before the pivot');
-          report({ stage: 'pivoting', cur, end, attempt });
           noticed('ready');
           pivotCalled = true;
           pivot = await withVm(conn, input.vmId, (dom) => pivotDisk(dom, input));
@@ -93,7 +92,6 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
         } else noticed('completed');
       }
       pivotCalled = true; // a completed job is past the point of no return too
-      report({ stage: 'verifying', cur: end, end, attempt });
       await breakpoint('verifyMerged', { cancellable: false });
       await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
       terminal = true;
@@ -110,7 +108,6 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
           terminal = true;
           throw new CancelledFailure('merge cancelled before the pivot; job aborted');
         }
-        report({ stage: 'verifying', cur: end, end, attempt });
         await withVm(conn, input.vmId, (dom) => verifyChains(dom, input));
         terminal = true;
         return { start: 'already-done', pivot: 'none', cur: end, end, attempt };
@@ -155,20 +152,36 @@ function warn(ctx: Context): (err: unknown) => void {
 type Reporter = ((r: HostStageReport) => void) & { flush(): Promise<void> };
 
 /**
- * Stage reports to the workflow, in order, each best effort: a report that cannot be sent (Temporal down)
- * never holds the merge up; the workflow also learns the final state from the unit's result.
+ * Stage reports to the workflow (and to its removal), in order, each best effort: a report that cannot be
+ * sent (Temporal down) never holds the merge up; the workflows also learn the final state from the result.
  */
-function stageReporter(ctx: Context): Reporter {
+function stageReporter(ctx: Context, parent: MergeOnHostInput['alsoReportTo']): Reporter {
   const wf = ctx.info.workflowExecution;
   let chain: Promise<void> = Promise.resolve();
+  const deliver = async (what: Promise<void>, stage: string): Promise<void> => {
+    try {
+      await what;
+    } catch (err) {
+      ctx.log.warn('mergeOnHost: stage report not delivered', { stage, error: String(err) });
+    }
+  };
   const send = (r: HostStageReport): void => {
     chain = chain.then(async () => {
       if (!wf) return; // not started by a workflow (a direct call from a test)
-      try {
-        await ctx.client.workflow.getHandle(wf.workflowId, wf.runId).signal(HOST_STAGE_SIGNAL, r);
-      } catch (err) {
-        ctx.log.warn('mergeOnHost: stage report not delivered', { stage: r.stage, error: String(err) });
-      }
+      const { workflow } = ctx.client;
+      await Promise.all([
+        deliver(workflow.getHandle(wf.workflowId, wf.runId).signal(HOST_STAGE_SIGNAL, r), r.stage),
+        ...(parent
+          ? [
+              deliver(
+                workflow
+                  .getHandle(parent.workflowId, parent.runId)
+                  .signal(DISK_HOST_STAGE_SIGNAL, { ...r, imageId: parent.imageId }),
+                r.stage,
+              ),
+            ]
+          : []),
+      ]);
     });
   };
   return Object.assign(send, {

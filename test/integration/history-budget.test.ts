@@ -1,0 +1,58 @@
+// The Temporal work of one snapshot removal (issue 13): its events, the removal's and its children's (the
+// disk's merge, the VM lock), counted by type and printed. The budget is what the lean histories reach
+// (src/workflows/lean.ts); a change that adds events to every merge fails here and says where.
+import type { WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { describe, expect, it } from 'vitest';
+import { useStack } from '../helpers/stack';
+import { startRemoveSnapshot, vmWithSnapshot } from '../helpers/workflows';
+
+const BUDGET = 115;
+
+type Event = temporal.api.history.v1.IHistoryEvent;
+const typeName = (e: Event): string =>
+  temporal.api.enums.v1.EventType[e.eventType ?? 0]?.replace('EVENT_TYPE_', '') ?? String(e.eventType);
+
+async function historyOf(h: WorkflowHandle): Promise<Event[]> {
+  return (await h.fetchHistory()).events ?? [];
+}
+
+describe('history budget', () => {
+  it(
+    `a single-disk snapshot removal: at most ${BUDGET} events, parent and children`,
+    { timeout: 120_000 },
+    async () => {
+      const s = await useStack();
+      const { vm, snapshotId } = await vmWithSnapshot(s);
+      const h = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId });
+      await h.result();
+      const parent = await historyOf(h);
+      const childIds = parent.flatMap(
+        (e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId ?? [],
+      );
+      expect(childIds.map((id) => id.split(':')[0])).toEqual(['vm-lock', 'merge-disk']);
+      const histories = [
+        { id: h.workflowId, events: parent },
+        ...(await Promise.all(
+          childIds.map(async (id) => ({ id, events: await historyOf(s.client.workflow.getHandle(id)) })),
+        )),
+      ];
+      const byType = histories.map(({ id, events }) => {
+        const n: Record<string, number> = {};
+        for (const e of events) n[typeName(e)] = (n[typeName(e)] ?? 0) + 1;
+        const activities = events.flatMap(
+          (e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? [],
+        );
+        return { workflow: id.split(':')[0], events: events.length, activities, byType: n };
+      });
+      const total = histories.reduce((sum, x) => sum + x.events.length, 0);
+      console.log(JSON.stringify({ total, workflows: byType }, null, 1));
+      // One attempt of each activity: nothing here was retried (a retry would hide in the count).
+      for (const { events } of histories)
+        for (const e of events)
+          if (e.activityTaskStartedEventAttributes)
+            expect(e.activityTaskStartedEventAttributes.attempt).toBe(1);
+      expect(total).toBeLessThanOrEqual(BUDGET);
+    },
+  );
+});
