@@ -169,6 +169,20 @@ export class ProgressView {
 }
 
 /** Shows the workflow's progress until it closes; returns the last observation. */
+/**
+ * The look after the close: its status only (one describe). The `progress` query of a closed workflow makes
+ * a worker replay its whole history, which would delay `--wait` by a replay; the last progress seen stands,
+ * with the stage the status gives (the caller reads the outcome from the result).
+ */
+async function closedLook(handle: WorkflowHandle, last: Observation): Promise<Observation | null> {
+  const status = mapStatus((await describeOrUsage(handle)).status.name);
+  const p = last.progress;
+  if (status === 'RUNNING' || !p) return null;
+  const stage = status === 'COMPLETED' ? 'done' : status === 'CANCELLED' ? 'cancelled' : 'failed';
+  const cur = status === 'COMPLETED' ? p.end : p.cur;
+  return { ...last, status, progress: { ...p, stage, cur, etaSeconds: status === 'COMPLETED' ? 0 : null } };
+}
+
 export async function follow(
   client: Client,
   handle: WorkflowHandle,
@@ -183,8 +197,10 @@ export async function follow(
     () => void (closed = true),
     () => void (closed = true),
   );
+  let last: Observation | undefined;
   for (;;) {
-    const o = await observe(client, handle, meter);
+    const o = (closed && last && (await closedLook(handle, last))) || (await observe(client, handle, meter));
+    last = o;
     view?.update(o);
     if (o.status !== 'RUNNING') return o;
     // Closed since observe() looked: look again almost at once.

@@ -95,6 +95,24 @@ async function chainEntries(xml: string): Promise<Entry[]> {
   return out;
 }
 
+/**
+ * The entries of a domain's view, computed once per read of the domains: checks that share a read
+ * (sharedFreshReads) share its entries too, which were resolved after that read.
+ */
+const entriesOf = new WeakMap<DomainXmls, Map<ChainView, Promise<Entry[]>>>();
+function viewEntries(d: DomainXmls, view: ChainView, xml: string): Promise<Entry[]> {
+  let views = entriesOf.get(d);
+  if (!views) entriesOf.set(d, (views = new Map<ChainView, Promise<Entry[]>>()));
+  let entries = views.get(view);
+  if (!entries) {
+    entries = chainEntries(xml);
+    views.set(view, entries);
+    // A failed resolution is not kept: the next check that shares this read tries again.
+    entries.catch(() => views.delete(view));
+  }
+  return entries;
+}
+
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /**
@@ -136,7 +154,7 @@ export async function findPathUsers(
       if (xml === undefined) continue;
       let entries: Entry[];
       try {
-        entries = await chainEntries(xml);
+        entries = await viewEntries(d, view, xml);
       } catch (e) {
         throw failed(`the ${view} disk chains of domain ${d.name} could not be read`, e);
       }

@@ -1,5 +1,6 @@
 // One libvirt connection per agent, opened lazily and reopened when libvirtd restarted (activities that
 // failed meanwhile are retried by Temporal and find the new connection).
+import { sharedFreshReads } from '../common/shared-reads';
 import type { DomainXmls } from '../libvirt';
 import { LibvirtConnection, readDomainXmls } from '../libvirt';
 
@@ -111,7 +112,8 @@ export function fleetDomainXmls(
         `hosts were read, ${FLEET_READ_ROUNDS} times (a migration?): read again`,
     );
   };
-  return Object.assign(read, {
+  // Concurrent checks (a guard per merge) share one read that started after each of them asked.
+  return Object.assign(sharedFreshReads(read), {
     close: async () => {
       await Promise.all(others.map((o) => o.libvirt.close()));
     },
