@@ -1,0 +1,800 @@
+// How does livemerge compare with its anchor, bare `virsh blockcommit`, and how does it scale? One run prints
+// all three side by side (issue 13, item 5), in this order (so that (b)'s many VMs are not on the host during
+// the others: livemerge's plan and deletion checks scan every domain on the host):
+//  (a) end to end: a TCG VM with a raw base and one live snapshot whose active layer holds N MiB; livemerge's
+//      removeSnapshot (start → close, from the client) and `livemerge snapshot remove --wait` (the process)
+//      vs `virsh blockcommit DOM vda --active --pivot --wait` on an identical chain built outside livemerge
+//      (another VM, its raw base in a temp dir, its overlay made by `virsh snapshot-create-as --disk-only
+//      --no-metadata`). The data goes into both active layers through the guest device (HMP qemu-io), so
+//      both are written with the VM's cache=none.
+//  (c) cost vs chain length: one mergeDisk from the base over L layers (active: base + L−1 snapshots, the
+//      leaf committed with pivot; intermediate: base + L snapshots, the L layers below the leaf) vs 2 layers;
+//      history events and activities per merge (the mergeDisk workflow and its children, `vm-lock:*`
+//      included) and wall time, vs `virsh blockcommit --base B --top T [--active --pivot] --wait`.
+//  (b) N concurrent merges on one host (paused VMs, one small layer each): N removeSnapshot workflows at once
+//      vs N `virsh blockcommit --active --pivot --wait` processes at once; wall time until all closed, peak
+//      RSS of the engine worker, the host agent, libvirtd and the Temporal server, activity latency
+//      (scheduled → closed per activity type, from every history: parents and children), activity
+//      timeouts, failures and retries (attempt > 1, with the failure of the attempt before).
+// Besides virsh, every anchor also runs through libvirt's C API on this process's own connection, woken by
+// the block job events: `virsh ... --wait` polls the job every 500 ms, so for small jobs its time is mostly
+// that poll (about 0.55–0.6 s for anything that finishes within the first half second).
+//
+// It runs against a `livemerge dev up` stack (the engine worker and the host agent are separate processes
+// there, their pids from the stack's pid files); when none is running it starts one (`bin/livemerge.cjs dev
+// up`, with this environment: e.g. TEMPORAL_ADDRESS=127.0.0.1:7263 LIVEMERGE_UI_PORT=8263 for a stack of
+// its own) and stops it at the end (`dev down`). VMs, storage-domain files and temp files are removed at
+// the end, also after a failure or ^C.
+//
+// Usage: npx tsx bench/merge-scale.ts --quick   (sizes 64 MiB, N = 1,8,32, chains 2,10, 2 rounds: ~6 min)
+//        npx tsx bench/merge-scale.ts           (full: sizes 64,512,1024 MiB, N = 1,8,32,100, 3 rounds)
+//        options: --sizes 64,512 --concurrency 1,8 --chains 2,10 --reps 3 --layer-mib 8 --chain-mib 4
+//                 --batch 8 (VMs defined/set up at a time) --no-cli --skip a,b,c
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify, parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { testVmXml } from '../src/cli/dev/vm-xml';
+import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
+import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../src/config';
+import { ProcessRegistry } from '../src/devstack/processes';
+import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
+import type { Domain } from '../src/libvirt';
+import type { CreateSnapshotResult, RemoveSnapshotResult } from '../src/schemas/results';
+import { StorageDomain } from '../src/storage/storage-domain';
+
+const exec = promisify(execFile);
+const MiB = 1 << 20;
+const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
+type Event = temporal.api.history.v1.IHistoryEvent;
+
+// ---------------------------------------------------------------------------------------------- options
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    sizes: { type: 'string' },
+    concurrency: { type: 'string' },
+    chains: { type: 'string' },
+    reps: { type: 'string' },
+    'layer-mib': { type: 'string' },
+    'chain-mib': { type: 'string' },
+    batch: { type: 'string' },
+    'no-cli': { type: 'boolean', default: false },
+    skip: { type: 'string', default: '' },
+  },
+  strict: true,
+});
+const list = (v: string | undefined, dflt: number[]): number[] =>
+  v === undefined
+    ? dflt
+    : v.split(',').map((x) => {
+        const n = Number(x.trim());
+        if (!Number.isInteger(n) || n <= 0) throw new Error(`not a positive integer: ${JSON.stringify(x)}`);
+        return n;
+      });
+const opts = {
+  sizes: list(args.sizes, args.quick ? [64] : [64, 512, 1024]),
+  concurrency: list(args.concurrency, args.quick ? [1, 8, 32] : [1, 8, 32, 100]),
+  chains: list(args.chains, [2, 10]),
+  reps: list(args.reps, [args.quick ? 2 : 3])[0]!,
+  layerMiB: list(args['layer-mib'], [8])[0]!,
+  chainMiB: list(args['chain-mib'], [4])[0]!,
+  batch: list(args.batch, [8])[0]!,
+  cli: !args['no-cli'],
+  skip: new Set(args.skip.split(',').filter(Boolean)),
+};
+
+// ---------------------------------------------------------------------------------------------- helpers
+
+const log = (line: string): void =>
+  void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+const eventMs = (e: Event): number =>
+  Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+const median = (xs: number[]): number => percentile(xs, 50);
+const secs = (ms: number): string => (Number.isNaN(ms) ? '–' : (ms / 1000).toFixed(2));
+const spread = (xs: number[]): string =>
+  xs.length <= 1
+    ? secs(xs[0] ?? NaN)
+    : `${secs(median(xs))} (${secs(Math.min(...xs))}–${secs(Math.max(...xs))})`;
+const ratio = (a: number, b: number): string => (b > 0 ? `${(a / b).toFixed(1)}×` : '–');
+async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
+  const t0 = performance.now();
+  const value = await fn();
+  return { ms: performance.now() - t0, value };
+}
+/** Set by ^C/SIGTERM: the run stops starting new work while the clean-up runs. */
+let aborted = false;
+const checkAborted = (): void => {
+  if (aborted) throw new Error('aborted');
+};
+
+/** Runs fn over items, at most `size` at a time. */
+async function inBatches<T, R>(
+  items: T[],
+  size: number,
+  fn: (x: T, i: number) => Promise<R>,
+  abortable = true,
+): Promise<R[]> {
+  const out: R[] = new Array<R>(items.length);
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(size, items.length) }, async () => {
+    for (let i = next++; i < items.length; i = next++) {
+      if (abortable) checkAborted();
+      out[i] = await fn(items[i]!, i);
+    }
+  });
+  await Promise.all(lanes);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------- processes
+
+interface Sampled {
+  name: string;
+  pid: number;
+}
+/** kB values of /proc/PID/status (VmRSS, VmHWM), or undefined when the process is gone. */
+function procStatus(pid: number): { rss: number; hwm: number } | undefined {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN);
+    return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+  } catch {
+    return undefined;
+  }
+}
+/** Polls VmRSS of each process every 100 ms; stop() gives each one's peak in MiB over the window. */
+function rssSampler(procs: Sampled[]): { stop: () => Record<string, number> } {
+  const peak: Record<string, number> = {};
+  const sample = () => {
+    for (const p of procs) {
+      const s = procStatus(p.pid);
+      if (s) peak[p.name] = Math.max(peak[p.name] ?? 0, s.rss / 1024);
+    }
+  };
+  sample();
+  const timer = setInterval(sample, 100);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
+}
+
+async function pgrep(pattern: string): Promise<number | undefined> {
+  try {
+    const { stdout } = await exec('pgrep', ['-o', '-f', pattern]);
+    return Number(stdout.trim().split('\n')[0]) || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- histories
+
+interface Tree {
+  workflows: Array<{ type: string; id: string; events: number; activities: number }>;
+  events: number;
+  activities: number;
+  /** Every closed activity: its type, scheduled → closed in ms, its last attempt, how it closed. */
+  acts: Array<{
+    type: string;
+    ms: number;
+    attempt: number;
+    outcome: 'completed' | 'failed' | 'timed out';
+    /** For attempt > 1: why the attempt before failed (the started event's lastFailure). */
+    lastFailure?: string;
+  }>;
+}
+
+/** The history of a workflow run and, recursively, of every child it started (vm-lock:* included). */
+async function historyTree(client: Client, workflowId: string, runId?: string, tree?: Tree): Promise<Tree> {
+  const t: Tree = tree ?? { workflows: [], events: 0, activities: 0, acts: [] };
+  const events = (await client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
+  const byId = new Map(events.map((e) => [String(e.eventId), e]));
+  let activities = 0;
+  const children: Array<{ id: string; runId?: string }> = [];
+  for (const e of events) {
+    if (e.activityTaskScheduledEventAttributes) activities++;
+    const closed =
+      (e.activityTaskCompletedEventAttributes && ['completed', e.activityTaskCompletedEventAttributes]) ||
+      (e.activityTaskFailedEventAttributes && ['failed', e.activityTaskFailedEventAttributes]) ||
+      (e.activityTaskTimedOutEventAttributes && ['timed out', e.activityTaskTimedOutEventAttributes]);
+    if (closed) {
+      const [outcome, a] = closed as [
+        Tree['acts'][number]['outcome'],
+        { scheduledEventId?: unknown; startedEventId?: unknown },
+      ];
+      const scheduled = byId.get(String(a.scheduledEventId));
+      const started = byId.get(String(a.startedEventId));
+      t.acts.push({
+        type: scheduled?.activityTaskScheduledEventAttributes?.activityType?.name ?? '?',
+        ms: scheduled ? eventMs(e) - eventMs(scheduled) : NaN,
+        attempt: started?.activityTaskStartedEventAttributes?.attempt ?? 1,
+        outcome,
+        ...(started?.activityTaskStartedEventAttributes?.lastFailure
+          ? { lastFailure: failureText(started.activityTaskStartedEventAttributes.lastFailure) }
+          : {}),
+      });
+    }
+    const init = e.startChildWorkflowExecutionInitiatedEventAttributes;
+    if (init) {
+      const startedChild = events.find(
+        (x) => String(x.childWorkflowExecutionStartedEventAttributes?.initiatedEventId) === String(e.eventId),
+      );
+      const rid = startedChild?.childWorkflowExecutionStartedEventAttributes?.workflowExecution?.runId;
+      children.push({ id: init.workflowId!, ...(rid ? { runId: rid } : {}) });
+    }
+  }
+  const type = events[0]?.workflowExecutionStartedEventAttributes?.workflowType?.name ?? '?';
+  t.workflows.push({ type, id: workflowId, events: events.length, activities });
+  t.events += events.length;
+  t.activities += activities;
+  for (const c of children) await historyTree(client, c.id, c.runId, t);
+  return t;
+}
+function failureText(f: temporal.api.failure.v1.IFailure): string {
+  const kind = f.timeoutFailureInfo
+    ? `timeout ${temporal.api.enums.v1.TimeoutType[f.timeoutFailureInfo.timeoutType ?? 0]}`
+    : (f.applicationFailureInfo?.type ?? 'failure');
+  const m = f.message ?? '';
+  return `${kind}: ${m.length > 220 ? `${m.slice(0, 60)}…${m.slice(-150)}` : m}`;
+}
+const perWorkflow = (t: Tree): string =>
+  t.workflows.map((w) => `${w.type} ${w.events}/${w.activities}`).join(' + ');
+
+// ---------------------------------------------------------------------------------------------- VMs
+
+interface BenchVm {
+  kind: 'lm' | 'virsh';
+  name: string;
+  dom: Domain;
+  uuid: string;
+  /** The raw base's path. */
+  base: string;
+  /** livemerge VMs: the image and its base volume. */
+  imageId?: string;
+  baseVolumeId?: string;
+  /** virsh VMs: its directory (base and overlays). */
+  dir?: string;
+  overlays: string[];
+  paused: boolean;
+}
+
+async function main(): Promise<void> {
+  const commandLine = `npx tsx bench/merge-scale.ts ${process.argv.slice(2).join(' ')}`.trim();
+  const startedAt = new Date();
+  const load0 = os.loadavg();
+  const cleanups: Array<() => Promise<unknown>> = [];
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      for (const c of cleanups.reverse()) await c().catch((e: unknown) => console.error('cleanup:', e));
+    })());
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.once(sig, () => {
+      aborted = true;
+      log(`${sig}: cleaning up`);
+      void cleanup().finally(() => process.exit(130));
+    });
+
+  try {
+    await run();
+  } finally {
+    await cleanup();
+  }
+
+  async function run(): Promise<void> {
+    const config = loadConfig();
+    const reg = new ProcessRegistry(config.dataDir);
+    const hostPart = () => reg.names().find((n) => n.startsWith('host-') && reg.running(n) !== undefined);
+    // The dev stack: ours if none runs.
+    if (reg.running('engine') === undefined || hostPart() === undefined) {
+      log('no dev stack running: livemerge dev up');
+      cleanups.push(async () => {
+        log('livemerge dev down');
+        await exec(process.execPath, [CLI, 'dev', 'down']);
+      });
+      const up = await timed(() => exec(process.execPath, [CLI, 'dev', 'up'], { maxBuffer: 1 << 24 }));
+      log(`dev up in ${secs(up.ms)} s`);
+    }
+    const enginePid = reg.running('engine') ?? (await pgrep('livemerge.cjs worker engine'));
+    const hostName = hostPart();
+    const hostPid = (hostName && reg.running(hostName)) || (await pgrep('livemerge.cjs worker host'));
+    const libvirtdPid = Number(fs.readFileSync('/run/libvirtd.pid', 'utf8').trim()) || undefined;
+    const temporalPid = reg.running('temporal') ?? (await pgrep('temporal server start-dev'));
+    const procs: Sampled[] = [
+      ...(enginePid ? [{ name: 'engine', pid: enginePid }] : []),
+      ...(hostPid ? [{ name: 'host agent', pid: hostPid }] : []),
+      ...(libvirtdPid ? [{ name: 'libvirtd', pid: libvirtdPid }] : []),
+      ...(temporalPid ? [{ name: 'temporal', pid: temporalPid }] : []),
+    ];
+    log(`processes: ${procs.map((p) => `${p.name} ${p.pid}`).join(', ')}`);
+    const cliMode = fs.existsSync(path.join(REPO_ROOT, 'dist', '.built'))
+      ? 'dist/ if fresh'
+      : 'tsx (no dist/)';
+
+    const connection = await Connection.connect(temporalConnectionOptions(config));
+    cleanups.push(() => connection.close());
+    const client = new Client({ connection, namespace: config.temporalNamespace });
+    const conn = await LibvirtConnection.open(config.libvirtUri);
+    cleanups.push(() => conn.close());
+    const sd = await StorageDomain.create(config.storageRoot, randomUUID());
+    cleanups.push(() => fsp.rm(path.join(config.storageRoot, sd.id), { recursive: true, force: true }));
+    const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'lm-bench-scale-'));
+    await fsp.chmod(tmp, 0o755);
+    cleanups.push(() => fsp.rm(tmp, { recursive: true, force: true }));
+    const runId = randomUUID().slice(0, 6);
+    const virsh = (...a: string[]) =>
+      exec('virsh', ['-q', '-c', config.libvirtUri, ...a], { maxBuffer: 1 << 24 });
+
+    // VMs: every one defined is destroyed and undefined at the end (the cleanup runs before the files go).
+    const vms: BenchVm[] = [];
+    // Through virsh, one connection each: libvirtd serialises a destroy (~2 s for a TCG VM) per connection.
+    const removeVm = async (vm: BenchVm) => {
+      await virsh('destroy', vm.name).catch(() => undefined);
+      await virsh('undefine', vm.name, '--snapshots-metadata').catch(() =>
+        vm.dom.undefine(DomainUndefineFlags.SNAPSHOTS_METADATA).catch(() => undefined),
+      );
+      vm.dom.free();
+      vms.splice(vms.indexOf(vm), 1);
+    };
+    cleanups.push(async () => {
+      log(`removing ${vms.length} VMs`);
+      await inBatches([...vms], 16, removeVm, false);
+    });
+    const domainCount = async () => (await conn.listDomains()).length;
+    let vmCount = 0;
+    const makeVm = async (kind: BenchVm['kind'], capacityMiB: number): Promise<BenchVm> => {
+      checkAborted();
+      const name = `lm-scale-${runId}-${kind}-${vmCount++}`;
+      let vm: Omit<BenchVm, 'dom' | 'uuid'>;
+      if (kind === 'lm') {
+        const base = await sd.createImage({ format: 'raw', capacity: capacityMiB * MiB });
+        vm = {
+          kind,
+          name,
+          base: base.path,
+          imageId: base.imageId,
+          baseVolumeId: base.volumeId,
+          overlays: [],
+          paused: false,
+        };
+      } else {
+        const dir = path.join(tmp, name);
+        await fsp.mkdir(dir, { mode: 0o755 });
+        const base = path.join(dir, 'base.raw');
+        await exec('qemu-img', ['create', '-q', '-f', 'raw', base, String(capacityMiB * MiB)]);
+        vm = { kind, name, base, dir, overlays: [], paused: false };
+      }
+      const dom = await conn.defineXml(testVmXml(name, [{ path: vm.base, format: 'raw' }]));
+      const full: BenchVm = { ...vm, dom, uuid: dom.uuid };
+      vms.push(full);
+      await virsh('start', name);
+      return full;
+    };
+    const makeVms = (kind: BenchVm['kind'], n: number, capacityMiB: number) =>
+      inBatches(Array.from({ length: n }), opts.batch, () => makeVm(kind, capacityMiB));
+    /** N MiB with one byte pattern at `offsetMiB`, through the guest device (cache=none), 64 MiB per call. */
+    const write = async (vm: BenchVm, offsetMiB: number, sizeMiB: number, pattern: number) => {
+      for (let o = 0; o < sizeMiB; o += 64) {
+        const len = Math.min(64, sizeMiB - o);
+        await hmpQemuIo(
+          vm.dom,
+          'virtio-disk0',
+          `write -P 0x${(pattern & 0xff).toString(16)} ${(offsetMiB + o) * MiB} ${len * MiB}`,
+        );
+      }
+      await hmpQemuIo(vm.dom, 'virtio-disk0', 'flush');
+    };
+    const setPaused = async (vm: BenchVm, paused: boolean) => {
+      if (vm.paused === paused) return;
+      await virsh(paused ? 'suspend' : 'resume', vm.name);
+      vm.paused = paused;
+    };
+    /** livemerge's snapshot (createSnapshot); returns the snapshot id and the new leaf. */
+    const lmSnapshot = async (vm: BenchVm): Promise<{ snapshotId: string; leaf: string }> => {
+      checkAborted();
+      const snapshotId = randomUUID();
+      const r = (await client.workflow.execute('createSnapshot', {
+        taskQueue: ENGINE_TASK_QUEUE,
+        workflowId: `create-snapshot:${vm.uuid}:${snapshotId}`,
+        args: [{ vmId: vm.uuid, snapshotId }],
+      })) as CreateSnapshotResult;
+      return { snapshotId, leaf: r.disks[0]!.leafVolumeId };
+    };
+    /** The anchor's overlay, made by libvirt outside livemerge. */
+    const virshSnapshot = async (vm: BenchVm): Promise<string> => {
+      const file = path.join(vm.dir!, `overlay-${vm.overlays.length}.qcow2`);
+      await virsh(
+        'snapshot-create-as',
+        vm.name,
+        '--disk-only',
+        '--no-metadata',
+        '--atomic',
+        '--diskspec',
+        `vda,file=${file}`,
+      );
+      vm.overlays.push(file);
+      return file;
+    };
+    /** After a pivot the anchor's overlays are unused: removed, as livemerge deletes its volumes. */
+    const dropOverlays = async (vm: BenchVm, keep: string[] = []) => {
+      for (const f of vm.overlays.filter((x) => !keep.includes(x))) await fsp.rm(f, { force: true });
+      vm.overlays = vm.overlays.filter((x) => keep.includes(x));
+    };
+    const removeSnapshot = async (vm: BenchVm, snapshotId: string) => {
+      checkAborted();
+      const workflowId = `remove-snapshot:${vm.uuid}:${snapshotId}`;
+      const r = (await client.workflow.execute('removeSnapshot', {
+        taskQueue: ENGINE_TASK_QUEUE,
+        workflowId,
+        args: [{ vmId: vm.uuid, snapshotId }],
+      })) as RemoveSnapshotResult;
+      const failed = r.disks.filter((d) => d.status !== 'merged');
+      if (failed.length > 0) throw new Error(`${workflowId}: ${JSON.stringify(failed)}`);
+      return workflowId;
+    };
+
+    /**
+     * A second anchor: the same commit through libvirt's C API on this process's connection, woken by the
+     * block job events (what the host agent does, without Temporal): virsh's --wait polls every 500 ms.
+     */
+    const apiCommit = async (vm: BenchVm, base: string | null, top: string | null, active: boolean) => {
+      const on = (status: number) =>
+        conn.waitForBlockJob(
+          (e) => e.domainUuid === vm.uuid && e.disk === 'vda' && e.status === status,
+          600_000,
+        );
+      const first = on(active ? BlockJobStatus.READY : BlockJobStatus.COMPLETED);
+      await vm.dom.blockCommit('vda', base, top, 0, { active });
+      await first;
+      if (!active) return;
+      const pivoted = on(BlockJobStatus.COMPLETED);
+      await vm.dom.blockJobAbort('vda', { pivot: true });
+      await pivoted;
+    };
+
+    const out: string[] = [];
+    const print = (line = '') => out.push(line);
+    const seen: number[] = [];
+    const noteDomains = async () => void seen.push(await domainCount());
+    const domainsSeen = () => {
+      const r = `${Math.min(...seen)}${Math.max(...seen) > Math.min(...seen) ? `–${Math.max(...seen)}` : ''}`;
+      seen.length = 0;
+      return r;
+    };
+
+    // ------------------------------------------------------------------ (a) end to end vs bare virsh
+    if (!opts.skip.has('a')) {
+      print('### (a) one live snapshot, N MiB in the active layer: removal end to end vs bare virsh');
+      print();
+      print(
+        `raw base + one qcow2 overlay holding N MiB (written through the guest device); ${opts.reps} rounds each, median (min–max) in s; the same VM each round`,
+      );
+      print();
+      print(
+        '| N MiB | livemerge removeSnapshot (client start → close) | `livemerge snapshot remove --wait` (process) | `virsh blockcommit --active --pivot --wait` (process) | libvirt API, event-driven (commit → READY → pivot → COMPLETED) | livemerge / virsh | livemerge / API | history events / activities per removal |',
+      );
+      print('| --- | --- | --- | --- | --- | --- | --- | --- |');
+      for (const size of opts.sizes) {
+        log(`(a) ${size} MiB: 2 VMs`);
+        const [lm, vv] = await Promise.all([
+          makeVm('lm', Math.max(256, 2 * size)),
+          makeVm('virsh', Math.max(256, 2 * size)),
+        ]);
+        const lmMs: number[] = [];
+        const cliMs: number[] = [];
+        const virshMs: number[] = [];
+        const apiMs: number[] = [];
+        let tree: Tree | undefined;
+        for (let r = 0; r < opts.reps; r++) {
+          const pattern = 0x41 + r;
+          // livemerge, workflow from the client
+          const s = await lmSnapshot(lm);
+          await write(lm, 0, size, pattern);
+          await noteDomains();
+          const t = await timed(() => removeSnapshot(lm, s.snapshotId));
+          lmMs.push(t.ms);
+          tree = await historyTree(client, t.value);
+          // the anchor
+          await virshSnapshot(vv);
+          await write(vv, 0, size, pattern);
+          virshMs.push(
+            (await timed(() => virsh('blockcommit', vv.name, 'vda', '--active', '--pivot', '--wait'))).ms,
+          );
+          await dropOverlays(vv);
+          await virshSnapshot(vv);
+          await write(vv, 0, size, pattern + 0x20);
+          apiMs.push((await timed(() => apiCommit(vv, null, null, true))).ms);
+          await dropOverlays(vv);
+          // livemerge through its CLI
+          if (opts.cli) {
+            const c = await lmSnapshot(lm);
+            await write(lm, 0, size, pattern + 0x10);
+            cliMs.push(
+              (
+                await timed(() =>
+                  exec(process.execPath, [
+                    CLI,
+                    'snapshot',
+                    'remove',
+                    '--vm',
+                    lm.uuid,
+                    '--snapshot',
+                    c.snapshotId,
+                    '--wait',
+                  ]),
+                )
+              ).ms,
+            );
+          }
+          log(
+            `(a) ${size} MiB round ${r + 1}: livemerge ${secs(lmMs.at(-1)!)} s, cli ${secs(cliMs.at(-1) ?? NaN)} s, virsh ${secs(virshMs.at(-1)!)} s, API ${secs(apiMs.at(-1)!)} s`,
+          );
+        }
+        print(
+          `| ${size} | ${spread(lmMs)} | ${opts.cli ? spread(cliMs) : '–'} | ${spread(virshMs)} | ${spread(apiMs)} | ${ratio(median(lmMs), median(virshMs))} | ${ratio(median(lmMs), median(apiMs))} | ${tree!.events} / ${tree!.activities} (${perWorkflow(tree!)}) |`,
+        );
+      }
+      print();
+      print(
+        `libvirt domains on the host at the removals: ${domainsSeen()} (livemerge's checks scan every one).`,
+      );
+      print();
+    }
+
+    // ------------------------------------------------------------------ (c) chain length
+    if (!opts.skip.has('c')) {
+      print(
+        `### (c) cost vs chain length: one merge from the base over L layers (${opts.chainMiB} MiB written into each layer)`,
+      );
+      print();
+      print(
+        'active: base + L−1 snapshots, the leaf committed into the base with pivot (`virsh blockcommit --base B --top LEAF --active --pivot --wait`); intermediate: base + L snapshots, the L layers below the leaf committed into the base (`virsh blockcommit --base B --top T --wait`). libvirt API: the same commit on this process’s connection, woken by the block job events. livemerge: one mergeDisk workflow (client start → close); history events / activities of the mergeDisk workflow and every child.',
+      );
+      print();
+      print(
+        '| kind | L layers merged | volumes removed | livemerge mergeDisk s | virsh s | libvirt API s | livemerge / virsh | livemerge / API | history events | activities | per workflow (events/activities) |',
+      );
+      print('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+      for (const L of opts.chains.filter((l) => l >= 2)) {
+        for (const kind of ['active', 'intermediate'] as const) {
+          const volumes = kind === 'active' ? L : L + 1;
+          log(`(c) ${kind}, ${L} layers: chains of ${volumes} volumes`);
+          const [lm, vv, va] = await Promise.all([
+            makeVm('lm', 256),
+            makeVm('virsh', 256),
+            makeVm('virsh', 256),
+          ]);
+          const lmVols = [lm.baseVolumeId!];
+          const vFiles = [vv.base];
+          const aFiles = [va.base];
+          for (const vm of [lm, vv, va]) await write(vm, 0, opts.chainMiB, 0x30);
+          for (let k = 1; k < volumes; k++) {
+            lmVols.push((await lmSnapshot(lm)).leaf);
+            vFiles.push(await virshSnapshot(vv));
+            aFiles.push(await virshSnapshot(va));
+            for (const vm of [lm, vv, va]) await write(vm, k * opts.chainMiB, opts.chainMiB, 0x30 + k);
+          }
+          const top = kind === 'active' ? volumes - 1 : volumes - 2;
+          const workflowId = `merge-disk:${lm.uuid}:${lm.imageId}`;
+          await noteDomains();
+          const t = await timed(() =>
+            client.workflow.execute('mergeDisk', {
+              taskQueue: ENGINE_TASK_QUEUE,
+              workflowId,
+              args: [
+                {
+                  vmId: lm.uuid,
+                  storageDomainId: sd.id,
+                  imageId: lm.imageId!,
+                  baseVolumeId: lmVols[0]!,
+                  topVolumeId: lmVols[top]!,
+                },
+              ],
+            }),
+          );
+          const removed = (t.value as { removedVolumeIds: string[] }).removedVolumeIds.length;
+          const tree = await historyTree(client, workflowId);
+          const v = await timed(() =>
+            virsh(
+              'blockcommit',
+              vv.name,
+              'vda',
+              '--base',
+              vFiles[0]!,
+              '--top',
+              vFiles[top]!,
+              ...(kind === 'active' ? ['--active', '--pivot'] : []),
+              '--wait',
+            ),
+          );
+          await dropOverlays(vv, kind === 'active' ? [] : [vFiles.at(-1)!]);
+          const a = await timed(() => apiCommit(va, aFiles[0]!, aFiles[top]!, kind === 'active'));
+          await dropOverlays(va, kind === 'active' ? [] : [aFiles.at(-1)!]);
+          log(
+            `(c) ${kind}, ${L} layers: livemerge ${secs(t.ms)} s (${tree.events} events, ${tree.activities} activities), virsh ${secs(v.ms)} s, API ${secs(a.ms)} s`,
+          );
+          print(
+            `| ${kind} | ${L} | ${removed} | ${secs(t.ms)} | ${secs(v.ms)} | ${secs(a.ms)} | ${ratio(t.ms, v.ms)} | ${ratio(t.ms, a.ms)} | ${tree.events} | ${tree.activities} | ${perWorkflow(tree)} |`,
+          );
+          // Done with these three: they go now, not at the end.
+          await Promise.all([lm, vv, va].map(removeVm));
+        }
+      }
+      print();
+      print(
+        `libvirt domains on the host at the merges: ${domainsSeen()} (livemerge's checks scan every one).`,
+      );
+      print();
+    }
+
+    // ------------------------------------------------------------------ (b) N concurrent merges
+    if (!opts.skip.has('b') && opts.concurrency.length > 0) {
+      const maxN = Math.max(...opts.concurrency);
+      const lmVms: BenchVm[] = [];
+      const vVms: BenchVm[] = [];
+      let definingMs = 0;
+      const idle = procs
+        .map((p) => `${p.name} ${((procStatus(p.pid)?.rss ?? NaN) / 1024).toFixed(0)}`)
+        .join(', ');
+      const rows: string[] = [];
+      const latRows: string[] = [];
+      const retryNotes: string[] = [];
+      for (const n of opts.concurrency) {
+        // The pools grow to N (the VMs of smaller N reused): 2N of ours on the host during round N.
+        if (lmVms.length < n) {
+          const more = n - lmVms.length;
+          log(`(b) N=${n}: defining and starting ${2 * more} more VMs, ${opts.batch} at a time`);
+          const d = await timed(async () => {
+            lmVms.push(...(await makeVms('lm', more, 256)));
+            vVms.push(...(await makeVms('virsh', more, 256)));
+          });
+          definingMs += d.ms;
+        }
+        const lmSet = lmVms.slice(0, n);
+        const vSet = vVms.slice(0, n);
+        const domains = await domainCount();
+        const pattern = 0x61 + opts.concurrency.indexOf(n);
+        // Set-up, not timed: a snapshot and a layer on each, then the VMs paused.
+        const snaps = await inBatches(lmSet, opts.batch, async (vm) => {
+          await setPaused(vm, false);
+          const s = await lmSnapshot(vm);
+          await write(vm, 0, opts.layerMiB, pattern);
+          await setPaused(vm, true);
+          return s.snapshotId;
+        });
+        await inBatches(vSet, opts.batch, async (vm) => {
+          await setPaused(vm, false);
+          await virshSnapshot(vm);
+          await write(vm, 0, opts.layerMiB, pattern);
+          await setPaused(vm, true);
+        });
+        log(`(b) N=${n}: ${n} removeSnapshot at once`);
+        let sampler = rssSampler(procs);
+        const lm = await timed(() => Promise.allSettled(lmSet.map((vm, i) => removeSnapshot(vm, snaps[i]!))));
+        const lmPeak = sampler.stop();
+        const lmFailed = lm.value.filter((x) => x.status === 'rejected');
+        log(
+          `(b) N=${n}: livemerge ${secs(lm.ms)} s (${lmFailed.length} failed); ${n} virsh blockcommit at once`,
+        );
+        sampler = rssSampler(procs);
+        const vv = await timed(() =>
+          Promise.allSettled(
+            vSet.map((vm) => virsh('blockcommit', vm.name, 'vda', '--active', '--pivot', '--wait')),
+          ),
+        );
+        const vPeak = sampler.stop();
+        const vFailed = vv.value.filter((x) => x.status === 'rejected');
+        log(`(b) N=${n}: virsh ${secs(vv.ms)} s (${vFailed.length} failed)`);
+        for (const vm of vSet) await dropOverlays(vm);
+        // The second anchor on the same VMs: libvirt's API, event-driven, N at once on one connection.
+        await inBatches(vSet, opts.batch, async (vm) => {
+          await setPaused(vm, false);
+          await virshSnapshot(vm);
+          await write(vm, 0, opts.layerMiB, pattern + 0x10);
+          await setPaused(vm, true);
+        });
+        const api = await timed(() => Promise.allSettled(vSet.map((vm) => apiCommit(vm, null, null, true))));
+        const apiFailed = api.value.filter((x) => x.status === 'rejected');
+        log(`(b) N=${n}: libvirt API ${secs(api.ms)} s (${apiFailed.length} failed)`);
+        for (const vm of vSet) await dropOverlays(vm);
+        for (const f of [...lmFailed, ...vFailed, ...apiFailed]) log(`(b) failure: ${String(f.reason)}`);
+
+        // Every history of the N removals (parents and children).
+        const trees = await inBatches(lmSet, 8, (vm, i) =>
+          historyTree(client, `remove-snapshot:${vm.uuid}:${snaps[i]}`),
+        );
+        const acts = trees.flatMap((t) => t.acts);
+        const timedOut = acts.filter((a) => a.outcome === 'timed out').length;
+        const failedActs = acts.filter((a) => a.outcome === 'failed').length;
+        const retried = acts.filter((a) => a.attempt > 1);
+        for (const a of retried)
+          retryNotes.push(`N=${n} ${a.type} attempt ${a.attempt}, before it: ${a.lastFailure ?? '?'}`);
+        const mib = (x: number | undefined) => (x === undefined ? '–' : x.toFixed(0));
+        rows.push(
+          `| ${n} | ${domains} | ${secs(lm.ms)} | ${secs(vv.ms)} | ${secs(api.ms)} | ${ratio(lm.ms, vv.ms)} | ${ratio(lm.ms, api.ms)} | ${lmFailed.length} / ${vFailed.length} / ${apiFailed.length} | ${mib(lmPeak.engine)} | ${mib(lmPeak['host agent'])} | ${mib(lmPeak.libvirtd)} / ${mib(vPeak.libvirtd)} | ${mib(lmPeak.temporal)} | ${median(trees.map((t) => t.events))} | ${timedOut} | ${failedActs} | ${retried.length}${retried.length ? ` (${[...new Set(retried.map((a) => `${a.type} attempt ${a.attempt}`))].join(', ')})` : ''} |`,
+        );
+        const types = [...new Set(acts.map((a) => a.type))];
+        for (const type of types) {
+          const ms = acts.filter((a) => a.type === type).map((a) => a.ms);
+          latRows.push(
+            `| ${n} | ${type} | ${ms.length} | ${percentile(ms, 50).toFixed(0)} | ${percentile(ms, 95).toFixed(0)} | ${Math.max(...ms).toFixed(0)} |`,
+          );
+        }
+      }
+      print(
+        `### (b) N concurrent merges on one host (paused TCG VMs, raw base + one ${opts.layerMiB} MiB layer each)`,
+      );
+      print();
+      print(
+        `${2 * maxN} VMs (N for livemerge, N for the anchors) defined and started in ${secs(definingMs)} s in all (${opts.batch} at a time), reused across N; "domains on the host" counts every libvirt domain (other users' too), which livemerge's checks scan. Wall time: the first start → the last close, in s. Peak RSS in MiB, polled every 100 ms during the livemerge run (libvirtd: livemerge run / virsh run); before the first N: ${idle}.`,
+      );
+      print();
+      print(
+        '| N | domains on the host | livemerge s | virsh s | libvirt API s | livemerge / virsh | livemerge / API | failed (lm / virsh / API) | engine RSS | host agent RSS | libvirtd RSS | temporal RSS | events per removal (median) | activity timeouts | activity failures | attempts > 1 |',
+      );
+      print(
+        '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+      );
+      for (const r of rows) print(r);
+      print();
+      if (retryNotes.length > 0) {
+        print('Retried activities (the failure of the attempt before, from the started event):');
+        print();
+        for (const r of retryNotes) print(`- ${r}`);
+        print();
+      }
+      print(
+        'Activity latency, scheduled → closed (queueing included), from every history of the N removals (ms):',
+      );
+      print();
+      print('| N | activity | n | p50 | p95 | max |');
+      print('| --- | --- | --- | --- | --- | --- |');
+      for (const r of latRows) print(r);
+      print();
+    }
+
+    const load1 = os.loadavg();
+    const hwm = procs
+      .map((p) => `${p.name} ${((procStatus(p.pid)?.hwm ?? NaN) / 1024).toFixed(0)}`)
+      .join(', ');
+    const { stdout: qemuVersion } = await exec('qemu-system-x86_64', ['--version']).catch(() => ({
+      stdout: '?',
+    }));
+    const { stdout: libvirtVersion } = await exec('libvirtd', ['--version']).catch(() => ({ stdout: '?' }));
+    const la = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
+    console.log(`## merge-scale results\n`);
+    console.log(`- command: \`${commandLine}\``);
+    console.log(
+      `- date: ${startedAt.toISOString()} → ${new Date().toISOString()} (${secs(Date.now() - startedAt.getTime())} s)`,
+    );
+    console.log(
+      `- load average (1/5/15 min): ${la(load0)} at the start, ${la(load1)} at the end; ${os.cpus().length} cores`,
+    );
+    console.log(
+      `- ${qemuVersion.split('\n')[0]}, ${libvirtVersion.trim()}, TCG (\`<domain type='qemu'>\`); workers: \`${cliMode}\` via bin/livemerge.cjs`,
+    );
+    console.log(`- peak RSS over the whole run (VmHWM, MiB): ${hwm}\n`);
+    console.log(out.join('\n'));
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
