@@ -498,6 +498,7 @@ async function main(): Promise<void> {
         ]);
         const lmMs: number[] = [];
         const cliMs: number[] = [];
+        const waitMs: number[] = [];
         const virshMs: number[] = [];
         const apiMs: number[] = [];
         let tree: Tree | undefined;
@@ -541,13 +542,20 @@ async function main(): Promise<void> {
                 )
               ).ms,
             );
+            // How long after the workflow closed the command returned (the close event's server time).
+            const exited = Date.now();
+            const closedEvents =
+              (await client.workflow.getHandle(`remove-snapshot:${lm.uuid}:${c.snapshotId}`).fetchHistory())
+                .events ?? [];
+            const close = closedEvents[closedEvents.length - 1]!.eventTime!;
+            waitMs.push(exited - (Number(close.seconds) * 1000 + Math.floor((close.nanos ?? 0) / 1e6)));
           }
           log(
             `(a) ${size} MiB round ${r + 1}: livemerge ${secs(lmMs.at(-1)!)} s, cli ${secs(cliMs.at(-1) ?? NaN)} s, virsh ${secs(virshMs.at(-1)!)} s, API ${secs(apiMs.at(-1)!)} s`,
           );
         }
         print(
-          `| ${size} | ${spread(lmMs)} | ${opts.cli ? spread(cliMs) : '–'} | ${spread(virshMs)} | ${spread(apiMs)} | ${ratio(median(lmMs), median(virshMs))} | ${ratio(median(lmMs), median(apiMs))} | ${tree!.events} / ${tree!.activities} (${perWorkflow(tree!)}) |`,
+          `| ${size} | ${spread(lmMs)} | ${opts.cli ? `${spread(cliMs)}; returned ${waitMs.map((x) => x.toFixed(0)).join(', ')} ms after the close` : '–'} | ${spread(virshMs)} | ${spread(apiMs)} | ${ratio(median(lmMs), median(virshMs))} | ${ratio(median(lmMs), median(apiMs))} | ${tree!.events} / ${tree!.activities} (${perWorkflow(tree!)}) |`,
         );
       }
       print();
