@@ -168,7 +168,6 @@ export class ProgressView {
   }
 }
 
-/** Shows the workflow's progress until it closes; returns the last observation. */
 /**
  * The look after the close: its status only (one describe). The `progress` query of a closed workflow makes
  * a worker replay its whole history, which would delay `--wait` by a replay; the last progress seen stands,
@@ -183,6 +182,7 @@ async function closedLook(handle: WorkflowHandle, last: Observation): Promise<Ob
   return { ...last, status, progress: { ...p, stage, cur, etaSeconds: status === 'COMPLETED' ? 0 : null } };
 }
 
+/** Shows the workflow's progress until it closes; returns the last observation. */
 export async function follow(
   client: Client,
   handle: WorkflowHandle,

@@ -96,8 +96,8 @@ export class ProgressTracker {
   }
 
   /**
-   * Lean histories: the changes of one workflow task go out as one upsert (one event), sent once the
-   * task's code has run (a microtask, still inside the activation); else one upsert per change.
+   * Lean histories: the changes made before the workflow code next yields go out as one upsert (one
+   * event), from a microtask, which still runs inside the same activation; else one upsert per change.
    */
   private upsert(pair: SearchAttributeUpdatePair): void {
     if (!lean()) {
