@@ -5,11 +5,11 @@ import type { DiskHostStageReport, HostStageReport } from '../common/host-stage'
 import { DISK_HOST_STAGE_SIGNAL, HOST_STAGE_SIGNAL } from '../common/host-stage';
 import type { Progress } from '../schemas/progress';
 
-/** mergeDisk → its removeSnapshot parent, on each stage change. */
+/** mergeDisk → its removeSnapshot parent: each stage change (before lean histories), a cold copy's start (lean). */
 export const diskProgressSignal =
   defineSignal<[{ imageId: string; target: string; progress: Progress }]>('diskProgress');
 
-/** mergeOnHost (the host unit) → its mergeDisk, on each stage change on the host. */
+/** mergeOnHost (the host unit) → its mergeDisk: the copy started, the job is READY. */
 export const hostStageSignal = defineSignal<[HostStageReport]>(HOST_STAGE_SIGNAL);
 
 /** mergeOnHost → the removal whose merge it runs (lean histories): the same reports, naming the disk. */

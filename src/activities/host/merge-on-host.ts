@@ -158,30 +158,23 @@ type Reporter = ((r: HostStageReport) => void) & { flush(): Promise<void> };
 function stageReporter(ctx: Context, parent: MergeOnHostInput['alsoReportTo']): Reporter {
   const wf = ctx.info.workflowExecution;
   let chain: Promise<void> = Promise.resolve();
-  const deliver = async (what: Promise<void>, stage: string): Promise<void> => {
-    try {
-      await what;
-    } catch (err) {
-      ctx.log.warn('mergeOnHost: stage report not delivered', { stage, error: String(err) });
-    }
-  };
   const send = (r: HostStageReport): void => {
     chain = chain.then(async () => {
       if (!wf) return; // not started by a workflow (a direct call from a test)
       const { workflow } = ctx.client;
-      await Promise.all([
-        deliver(workflow.getHandle(wf.workflowId, wf.runId).signal(HOST_STAGE_SIGNAL, r), r.stage),
-        ...(parent
-          ? [
-              deliver(
-                workflow
-                  .getHandle(parent.workflowId, parent.runId)
-                  .signal(DISK_HOST_STAGE_SIGNAL, { ...r, imageId: parent.imageId }),
-                r.stage,
-              ),
-            ]
-          : []),
-      ]);
+      const sent = [workflow.getHandle(wf.workflowId, wf.runId).signal(HOST_STAGE_SIGNAL, r)];
+      if (parent)
+        sent.push(
+          workflow
+            .getHandle(parent.workflowId, parent.runId)
+            .signal(DISK_HOST_STAGE_SIGNAL, { ...r, imageId: parent.imageId }),
+        );
+      for (const s of await Promise.allSettled(sent))
+        if (s.status === 'rejected')
+          ctx.log.warn('mergeOnHost: stage report not delivered', {
+            stage: r.stage,
+            error: String(s.reason),
+          });
     });
   };
   return Object.assign(send, {
