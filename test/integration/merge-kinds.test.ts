@@ -1,10 +1,15 @@
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
+import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { hmpQemuIo } from '../../src/libvirt';
+import type { RemoveSnapshotResult } from '../../src/schemas/results';
+import { releaseVmLockSignal } from '../../src/workflows/vm-lock';
 import { qcow2Chain } from '../../src/inspect/qcow2-chain';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
+import { waitFor } from '../helpers/guest-writer';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createTempDir } from '../helpers/vm-fixture';
 import {
@@ -208,5 +213,47 @@ describe('removeSnapshot outcomes', () => {
       'MergeInProgress',
     );
     await running.cancel();
+  });
+
+  it('a lock still running for a holder that has closed is waited for, never taken', async () => {
+    // The moment between a holder's close and its lock's end (the server applies the close policy), held
+    // open: a lock started by hand whose memo names a closed workflow, ended by hand once the removal waits.
+    const s = await useStack();
+    const { vm } = await createStackVm(s, { disks: 1 });
+    const s1 = await createSnapshot(s, vm.uuid);
+    const closed = await s.client.workflow.start('vmLock', {
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowId: `closed-holder:${randomUUID()}`,
+      args: [{ vmId: 'none' }],
+    });
+    await closed.signal(releaseVmLockSignal);
+    await closed.result();
+    const holder = {
+      workflowId: closed.workflowId,
+      workflowType: 'removeSnapshot',
+      runId: closed.firstExecutionRunId,
+    };
+    const lock = await s.client.workflow.start('vmLock', {
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowId: `vm-lock:${vm.uuid}`,
+      args: [{ vmId: vm.uuid }],
+      memo: { holder },
+    });
+    try {
+      const removal = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: s1.snapshotId });
+      const timers = async () =>
+        ((await removal.fetchHistory()).events ?? []).filter((e) => e.timerStartedEventAttributes).length;
+      await waitFor(async () => ((await timers()) >= 2 ? true : undefined), 30_000, 'the removal to retry');
+      await lock.signal(releaseVmLockSignal);
+      expect(((await removal.result()) as RemoveSnapshotResult).removedVolumeIds).toHaveLength(1);
+      // It retried (timers), found the holder closed each time (no refusal), then took the lock itself.
+      expect(await timers()).toBeGreaterThanOrEqual(2);
+      const lockRuns = [];
+      for await (const w of s.client.workflow.list({ query: `WorkflowId = 'vm-lock:${vm.uuid}'` }))
+        lockRuns.push(w);
+      expect(lockRuns.map((w) => w.status.name).sort()).toEqual(['COMPLETED', 'TERMINATED']);
+    } finally {
+      await lock.terminate().catch(() => undefined);
+    }
   });
 });

@@ -30,6 +30,13 @@ describe('replay of recorded histories', () => {
       'mergeDisk-failed',
       'mergeDisk-cancelled',
       'reconcile-completed',
+      'backupVm-completed',
+      'backupVm-failed',
+      'backupVm-cancelled',
+      'restoreBackup-completed',
+      'restoreBackup-failed',
+      'pruneBackups-completed',
+      'vmLock-terminated',
     ])
       expect(kinds).toContain(k);
   });

@@ -17,17 +17,28 @@ export function createEngineActivities(deps: EngineActivityDeps): EngineActiviti
     audit: (event) => deps.auditLog.append(event),
     /** Read-only. */
     configuredHosts: () => Promise.resolve(deps.hosts),
-    /** Read-only: the lock workflow's memo names the workflow that took it. */
+    /**
+     * Read-only: the lock workflow's memo names the workflow that took it; null when the lock is not
+     * running or its holder is not (a closed holder's lock is ending by its parent-close policy).
+     */
     vmLockHolder: async ({ vmId }) => {
-      let memo: Record<string, unknown> | undefined;
-      try {
-        const d = await Context.current().client.workflow.getHandle(`vm-lock:${vmId}`).describe();
-        if (d.status.name === 'RUNNING') memo = d.memo;
-      } catch (err) {
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-      }
-      const holder = memo?.holder as { workflowId?: unknown; workflowType?: unknown } | undefined;
+      const client = Context.current().client;
+      const running = async (workflowId: string, runId?: string) => {
+        try {
+          const d = await client.workflow.getHandle(workflowId, runId).describe();
+          return d.status.name === 'RUNNING' ? d : null;
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) return null;
+          throw err;
+        }
+      };
+      const lock = await running(`vm-lock:${vmId}`);
+      const holder = lock?.memo?.holder as
+        { workflowId?: unknown; workflowType?: unknown; runId?: unknown } | undefined;
       if (typeof holder?.workflowId !== 'string' || typeof holder.workflowType !== 'string') return null;
+      // Locks taken before lean histories v2 name no run: the holder's latest run then.
+      const runId = typeof holder.runId === 'string' ? holder.runId : undefined;
+      if (!(await running(holder.workflowId, runId))) return null;
       return { workflowId: holder.workflowId, workflowType: holder.workflowType };
     },
     /** Read-only. */
