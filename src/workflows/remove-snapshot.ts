@@ -16,12 +16,12 @@ import type { RemoveSnapshotResult } from '../schemas/results';
 import { storage } from './activities';
 import { audit, locateAndDescribe, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
-import { lean } from './lean';
+import { lean, leanV2 } from './lean';
 import { mergeDisk } from './merge-disk';
 import { MergeMetric } from './metrics';
 import { ProgressTracker, initialProgress, progressQuery } from './progress';
 import { diskHostStageSignal, diskProgressSignal } from './signals';
-import { VM_LOCK_PATCH, inheritVmLock, withVmLock } from './vm-lock';
+import { VM_LOCK_PATCH, inheritVmLock, startVmLock, withVmLock } from './vm-lock';
 
 export type { RemoveSnapshotResult };
 
@@ -54,6 +54,9 @@ async function removeSnapshotOf(
   tracker.vm(input.vmId);
   metric.labels.direction = input.direction;
   tracker.stage('inspecting');
+  // Lean v2: the lock is taken while the VM is located (a read: its refusal still comes before any change),
+  // one round trip less, and the chains are read under it.
+  const taking = leanV2() ? startVmLock(input.vmId) : undefined;
   const { located, vm } = await locateAndDescribe(input.vmId, input.hostId, (l) => tracker.host(l.hostId));
 
   // For each disk in a storage domain: the volume frozen by the snapshot and its child.
@@ -76,8 +79,11 @@ async function removeSnapshotOf(
   // One snapshot removal, merge or backup per VM at a time; its merges run under its lock.
   if (!lean() && !patched(VM_LOCK_PATCH))
     return await mergeAll(input, located.hostId, merges, disks, tracker, metric);
-  return await withVmLock(input.vmId, tracker, () =>
-    mergeAll(input, located.hostId, merges, disks, tracker, metric, inheritVmLock(input.vmId)),
+  return await withVmLock(
+    input.vmId,
+    tracker,
+    () => mergeAll(input, located.hostId, merges, disks, tracker, metric, inheritVmLock(input.vmId)),
+    taking,
   );
 }
 

@@ -107,15 +107,29 @@ export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
   }
 }
 
-/** Runs `fn` under the VM's lock; a refusal ends the tracker's stage as failed, before any side effect. */
+/**
+ * Starts taking the VM's lock while the caller goes on reading (what it reads is then read under the lock);
+ * withVmLock awaits it. Its refusal is seen there, not as an unhandled rejection.
+ */
+export function startVmLock(vmId: string): Promise<VmLockHandle> {
+  const taking = acquireVmLock(vmId);
+  taking.catch(() => undefined);
+  return taking;
+}
+
+/**
+ * Runs `fn` under the VM's lock (`taking`: one startVmLock began); a refusal ends the tracker's stage as
+ * failed, before any side effect.
+ */
 export async function withVmLock<T>(
   vmId: string,
   tracker: ProgressTracker,
   fn: () => Promise<T>,
+  taking?: Promise<VmLockHandle>,
 ): Promise<T> {
   let lock: VmLockHandle;
   try {
-    lock = await acquireVmLock(vmId);
+    lock = await (taking ?? acquireVmLock(vmId));
   } catch (err) {
     tracker.stage('failed');
     throw err;
