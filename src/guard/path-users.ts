@@ -13,13 +13,13 @@
 // resolve, and volume ids are unique.
 //
 // Fails closed: whatever it cannot classify (the domain list cannot be read, an XML does not parse, a
-// chain file cannot be stat'ed, resolved or read by qemu-img) throws PathCheckFailed, a retryable error
+// chain file cannot be stat'ed, resolved or its header read) throws PathCheckFailed, a retryable error
 // naming what could not be checked. Nothing is skipped: sources without a path (network disks, empty
 // drives) name no file.
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
-import { walkQcow2Chain } from '../inspect/qcow2-chain';
+import { walkChainFiles } from '../inspect/qcow2-header';
 import type { DomainXmls } from '../libvirt/domain-xmls';
 import { errnoCode } from '../storage/errors';
 
@@ -85,9 +85,8 @@ async function chainEntries(xml: string): Promise<Entry[]> {
     }
     const last = disk.chain[disk.chain.length - 1];
     if (!disk.complete && last?.type === 'file' && below !== null && (await exists(below))) {
-      const walked = await walkQcow2Chain(below);
-      for (const w of walked.entries.slice(1))
-        out.push({ raw: w.filename, canonical: await canonical(w.filename) });
+      const walked = await walkChainFiles(below, last.format === 'raw');
+      for (const file of walked.files.slice(1)) out.push({ raw: file, canonical: await canonical(file) });
       if (walked.missing !== undefined)
         out.push({ raw: walked.missing, canonical: path.resolve(walked.missing) });
     }

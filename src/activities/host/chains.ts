@@ -1,7 +1,6 @@
-import { walkQcow2Chain } from '../../inspect/qcow2-chain';
+import { walkChainFiles } from '../../inspect/qcow2-header';
 
 /** Absolute paths of the chain the qcow2 headers describe from `leafPath` down, leaf first. */
 export async function walkLeafChain(leafPath: string): Promise<string[]> {
-  const walked = await walkQcow2Chain(leafPath);
-  return walked.entries.map((e) => e.filename);
+  return (await walkChainFiles(leafPath)).files;
 }

@@ -1,0 +1,125 @@
+// The files a chain opens, from the qcow2 headers read here (QEMU's docs/interop/qcow2.txt) instead of one
+// `qemu-img info` process per file: the deletion guard walks every domain's persistent chain on each read
+// of the domains, which was ~20 qemu-img processes per snapshot removal at 8 removals at once (issue 13).
+// Only what a walk needs (format, backing name and format); whatever this reader cannot vouch for (another
+// format's header, a header it does not parse) goes to qemu-img, as before.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { qemuImgInfo, type RunOptions } from '../qemu/qemu-img';
+import { errnoCode } from '../storage/errors';
+
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+const EXT_END = 0;
+const EXT_BACKING_FORMAT = 0xe2792aca;
+/** The header, its extensions and the backing name sit in the first cluster; 64 KiB is qcow2's default. */
+const HEAD_BYTES = 64 * 1024;
+/** QEMU refuses longer backing names (1023 bytes, block/qcow2.c). */
+const MAX_BACKING_NAME = 1023;
+
+export interface ImageLink {
+  format: 'qcow2' | 'raw';
+  /** As stored in the header: relative names are relative to this image's directory. */
+  backingFilename?: string;
+  /** The header's backing format (`-F`), if any. */
+  backingFormat?: string;
+}
+
+/** The header of a qcow2 image (version 2 or 3) in `head`; undefined when it is not one this parser knows. */
+export function parseQcow2Header(head: Buffer): ImageLink | undefined {
+  if (head.length < 72 || head.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+  const version = head.readUInt32BE(4);
+  if (version !== 2 && version !== 3) return undefined;
+  const link: ImageLink = { format: 'qcow2' };
+  const nameOffset = Number(head.readBigUInt64BE(8));
+  const nameSize = head.readUInt32BE(16);
+  if (nameOffset !== 0 && nameSize > 0) {
+    if (nameSize > MAX_BACKING_NAME || nameOffset + nameSize > head.length) return undefined;
+    link.backingFilename = head.toString('utf8', nameOffset, nameOffset + nameSize);
+  }
+  let at = version === 2 ? 72 : head.length >= 104 ? head.readUInt32BE(100) : -1;
+  if (at < 72) return undefined;
+  for (;;) {
+    if (at + 8 > head.length) return undefined;
+    const type = head.readUInt32BE(at);
+    const len = head.readUInt32BE(at + 4);
+    if (type === EXT_END) break;
+    if (at + 8 + len > head.length) return undefined;
+    if (type === EXT_BACKING_FORMAT) link.backingFormat = head.toString('utf8', at + 8, at + 8 + len);
+    at += 8 + Math.ceil(len / 8) * 8;
+  }
+  return link;
+}
+
+async function readHead(file: string): Promise<Buffer> {
+  const fh = await fs.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(HEAD_BYTES);
+    const { bytesRead } = await fh.read(buf, 0, HEAD_BYTES, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * How QEMU opens `file`: with `format` when one is declared (a parent's `-F`), else probed (a qcow2 magic is
+ * qcow2, like qemu-img's probe; `rawHint`: its user opens it raw, e.g. the domain XML's driver type). qemu-img
+ * answers what this reader does not parse.
+ */
+export async function imageLink(
+  file: string,
+  format: string | undefined,
+  rawHint = false,
+  opts: RunOptions = {},
+): Promise<ImageLink> {
+  if (format === 'raw') return { format: 'raw' };
+  const parsed = parseQcow2Header(await readHead(file));
+  if (parsed) return parsed;
+  if (format === undefined && rawHint) return { format: 'raw' };
+  // Another declared format than these two: probed, as walkQcow2Chain does.
+  const declared = format === 'qcow2' ? format : undefined;
+  const [info] = await qemuImgInfo(file, { ...opts, forceShare: true, format: declared });
+  const link: ImageLink = { format: info?.format === 'qcow2' ? 'qcow2' : 'raw' };
+  if (info?.['backing-filename'] !== undefined) link.backingFilename = info['backing-filename'];
+  if (info?.['backing-filename-format'] !== undefined) link.backingFormat = info['backing-filename-format'];
+  return link;
+}
+
+export interface WalkedFiles {
+  /** Absolute paths, leaf first, as far as the chain could be followed. */
+  files: string[];
+  /** The first file of the chain that does not exist (the walk stopped there), if any. */
+  missing?: string;
+}
+
+/**
+ * The files of the chain below `imagePath` (itself first) as its headers name them, backing references
+ * resolved against each image's directory, stopping at the first missing file: the files walkQcow2Chain
+ * lists, without a process per file. `rawHint`: see imageLink.
+ */
+export async function walkChainFiles(
+  imagePath: string,
+  rawHint = false,
+  opts: RunOptions = {},
+): Promise<WalkedFiles> {
+  const files: string[] = [];
+  let cur: string | undefined = path.resolve(imagePath);
+  let format: string | undefined;
+  while (cur !== undefined) {
+    if (files.includes(cur) || files.length > 1000) break;
+    try {
+      await fs.stat(cur);
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return { files, missing: cur };
+      throw e;
+    }
+    const link = await imageLink(cur, format, files.length === 0 && rawHint, opts);
+    files.push(cur);
+    if (link.backingFilename === undefined) break;
+    format = link.backingFormat;
+    cur = path.isAbsolute(link.backingFilename)
+      ? link.backingFilename
+      : path.resolve(path.dirname(cur), link.backingFilename);
+  }
+  return { files };
+}
