@@ -30,6 +30,17 @@
 //        npx tsx bench/merge-scale.ts           (full: sizes 64,512,1024 MiB, N = 1,8,32,100, 3 rounds)
 //        options: --sizes 64,512 --concurrency 1,8 --chains 2,10 --reps 3 --layer-mib 8 --chain-mib 4
 //                 --batch 8 (VMs defined/set up at a time) --no-cli --skip a,b,c
+//                 --profile DIR (issue 13: profile the stack it starts; an error when a stack already runs)
+// --profile DIR starts the stack with NODE_OPTIONS="--require bench/cpu-prof-preload.cjs --require
+// bench/eld-preload.cjs" (Node 20 refuses --cpu-prof in NODE_OPTIONS; the preloads start the same V8
+// profiler through node:inspector, and an event-loop-delay monitor) and LIVEMERGE_METRICS_ADDRESS (default
+// 127.0.0.1:<UI port + 1000>: the engine serves on it, the agent on the next port), all passed through by
+// `dev up` to the engine worker and the host agent. It writes DIR/phase ("N<n>" during the n concurrent
+// removals, "after-N<n>" after them), so each process writes one .cpuprofile and event-loop-delay figures per
+// phase, and DIR/pids.json (which pid is which part); for each N it adds the CPU seconds of each process
+// during the removals (utime+stime, /proc/<pid>/stat; the workers' by thread name too), the machine's busy
+// share and the SDK's RPC counts by operation (the workers' temporal_request metrics). Read the profiles with
+// `npx tsx bench/profile-summary.ts DIR`.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -67,6 +78,7 @@ const { values: args } = parseArgs({
     batch: { type: 'string' },
     'no-cli': { type: 'boolean', default: false },
     skip: { type: 'string', default: '' },
+    profile: { type: 'string' },
   },
   strict: true,
 });
@@ -88,6 +100,7 @@ const opts = {
   batch: list(args.batch, [8])[0]!,
   cli: !args['no-cli'],
   skip: new Set(args.skip.split(',').filter(Boolean)),
+  profile: args.profile === undefined ? undefined : path.resolve(args.profile),
 };
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -181,6 +194,202 @@ async function pgrep(pattern: string): Promise<number | undefined> {
   } catch {
     return undefined;
   }
+}
+
+// ---------------------------------------------------------------------------------------------- --profile
+
+const PRELOADS = ['cpu-prof-preload.cjs', 'eld-preload.cjs'].map((f) => path.join(REPO_ROOT, 'bench', f));
+/** The environment `dev up` gets with --profile DIR: every node process it starts profiles itself. */
+function profileEnv(dir: string, metricsAddress: string): NodeJS.ProcessEnv {
+  const nodeOptions = [process.env.NODE_OPTIONS, ...PRELOADS.map((f) => `--require ${f}`)];
+  return {
+    ...process.env,
+    NODE_OPTIONS: nodeOptions.filter(Boolean).join(' '),
+    LM_CPU_PROF_DIR: dir,
+    LM_ELD_DIR: dir,
+    LIVEMERGE_METRICS_ADDRESS: metricsAddress,
+  };
+}
+const stat = (file: string): string[] | undefined => {
+  try {
+    const s = fs.readFileSync(file, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+};
+/** utime + stime in clock ticks (fields 14 and 15 of /proc/<pid>/stat), or undefined when gone. */
+function cpuTicks(pid: number, task?: number): number | undefined {
+  const f = stat(task === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${task}/stat`);
+  return f ? Number(f[11]) + Number(f[12]) : undefined;
+}
+/** utime + stime of each thread of pid, summed by thread name (comm). */
+function threadTicks(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let tasks: string[] = [];
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    const ticks = cpuTicks(pid, Number(t));
+    let comm = '?';
+    try {
+      comm = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (ticks !== undefined) out[comm] = (out[comm] ?? 0) + ticks;
+  }
+  return out;
+}
+/** QEMU processes: all of them, and those whose guest name starts with `prefix`. */
+function qemuPids(prefix: string): { all: number[]; ours: number[] } {
+  const all: number[] = [];
+  const ours: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    let cmd: string;
+    try {
+      cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!cmd.startsWith('qemu-system') && !cmd.includes('/qemu-system')) continue;
+    all.push(Number(e));
+    if (cmd.includes(`guest=${prefix}`)) ours.push(Number(e));
+  }
+  return { all, ours };
+}
+/** The machine's busy and total jiffies (the cpu line of /proc/stat). */
+function machineTicks(): { busy: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0); // user..steal (guest is inside user)
+  return { busy: total - f[3]! - f[4]!, total };
+}
+interface CpuSnapshot {
+  procs: Record<string, number | undefined>;
+  threads: Record<string, Record<string, number>>;
+  qemuAll: number;
+  qemuOurs: number;
+  machine: { busy: number; total: number };
+}
+function cpuSnapshot(procs: Sampled[], qemuPrefix: string): CpuSnapshot {
+  const q = qemuPids(qemuPrefix);
+  const sum = (pids: number[]) => pids.reduce((a, p) => a + (cpuTicks(p) ?? 0), 0);
+  return {
+    procs: Object.fromEntries(procs.map((p) => [p.name, cpuTicks(p.pid)])),
+    threads: Object.fromEntries(
+      procs
+        .filter((p) => p.name === 'engine' || p.name === 'host agent')
+        .map((p) => [p.name, threadTicks(p.pid)]),
+    ),
+    qemuAll: sum(q.all),
+    qemuOurs: sum(q.ours),
+    machine: machineTicks(),
+  };
+}
+/** The SDK's RPC counters (temporal_request, temporal_long_request) of one worker, by operation. */
+async function rpcCounts(address: string): Promise<Record<string, number> | undefined> {
+  try {
+    const res = await fetch(`http://${address}/metrics`, { signal: AbortSignal.timeout(5000) });
+    const text = await res.text();
+    const out: Record<string, number> = {};
+    for (const line of text.split('\n')) {
+      const m = /^temporal_(?:long_)?request(?:_total)?\{([^}]*)\}\s+(\S+)/.exec(line);
+      const op = m && /operation="([^"]+)"/.exec(m[1]!)?.[1];
+      if (op) out[op] = (out[op] ?? 0) + Number(m[2]);
+    }
+    return out;
+  } catch {
+    return undefined;
+  }
+}
+const nextPort = (address: string, k: number): string => {
+  const i = address.lastIndexOf(':');
+  return `${address.slice(0, i)}:${Number(address.slice(i + 1)) + k}`;
+};
+
+/** The --profile section of one N: CPU seconds during the removals, and the workers' RPCs by operation. */
+function profileReport(
+  n: number,
+  wallMs: number,
+  a: CpuSnapshot,
+  b: CpuSnapshot,
+  clkTck: number,
+  load0: number[],
+  load1: number[],
+  rpc: Record<string, [Record<string, number> | undefined, Record<string, number> | undefined]>,
+): string {
+  const s = (ticks: number) => ticks / clkTck;
+  const wall = wallMs / 1000;
+  const lines: string[] = [];
+  const busy = b.machine.busy - a.machine.busy;
+  const total = b.machine.total - a.machine.total;
+  const cores = os.cpus().length;
+  lines.push(
+    `#### --profile, N = ${n}: CPU during the ${n} removals (${wall.toFixed(2)} s wall)`,
+    '',
+    `Machine: ${((100 * busy) / total).toFixed(0)}% busy of ${cores} cores (${s(busy).toFixed(1)} CPU s of ${s(total).toFixed(1)}); load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after.`,
+    '',
+    '| process | CPU s (utime+stime) | share of one core over the wall time |',
+    '| --- | --- | --- |',
+  );
+  const row = (name: string, ticks: number | undefined) =>
+    lines.push(
+      `| ${name} | ${ticks === undefined ? '–' : s(ticks).toFixed(2)} | ${ticks === undefined ? '–' : `${((100 * s(ticks)) / wall).toFixed(0)}%`} |`,
+    );
+  for (const name of Object.keys(b.procs)) {
+    const x = b.procs[name];
+    const y = a.procs[name];
+    row(name, x === undefined || y === undefined ? undefined : x - y);
+  }
+  row('QEMU, this run’s VMs', b.qemuOurs - a.qemuOurs);
+  row('QEMU, all on the host', b.qemuAll - a.qemuAll);
+  lines.push('');
+  for (const [name, t1] of Object.entries(b.threads)) {
+    const t0 = a.threads[name] ?? {};
+    const parts = Object.entries(t1)
+      .map(([comm, v]) => [comm, v - (t0[comm] ?? 0)] as const)
+      .filter(([, v]) => v > 0)
+      .sort((x, y) => y[1] - x[1])
+      .map(([comm, v]) => `${comm} ${s(v).toFixed(2)}`);
+    lines.push(`- ${name} by thread name (CPU s): ${parts.join(', ') || '–'}`);
+  }
+  lines.push('');
+  const ops = new Set<string>();
+  const diffs: Record<string, Record<string, number>> = {};
+  for (const [who, [r0, r1]] of Object.entries(rpc)) {
+    if (!r0 || !r1) continue;
+    diffs[who] = {};
+    for (const [op, v] of Object.entries(r1)) {
+      const d = v - (r0[op] ?? 0);
+      if (d > 0) {
+        diffs[who][op] = d;
+        ops.add(op);
+      }
+    }
+  }
+  const whos = Object.keys(diffs);
+  if (whos.length > 0) {
+    lines.push(
+      `SDK RPCs during the removals (temporal_request + temporal_long_request, by operation; per removal = / ${n}):`,
+      '',
+      `| operation | ${whos.join(' | ')} | per removal (all) |`,
+      `| --- | ${whos.map(() => '---').join(' | ')} | --- |`,
+    );
+    const sorted = [...ops].sort(
+      (x, y) =>
+        whos.reduce((t, w) => t + (diffs[w]![y] ?? 0), 0) - whos.reduce((t, w) => t + (diffs[w]![x] ?? 0), 0),
+    );
+    for (const op of sorted) {
+      const all = whos.reduce((t, w) => t + (diffs[w]![op] ?? 0), 0);
+      lines.push(`| ${op} | ${whos.map((w) => diffs[w]![op] ?? 0).join(' | ')} | ${(all / n).toFixed(1)} |`);
+    }
+    lines.push('');
+  } else lines.push('(no worker metrics endpoint answered: no RPC counts)', '');
+  return lines.join('\n');
 }
 
 // ---------------------------------------------------------------------------------------------- histories
@@ -302,13 +511,35 @@ async function main(): Promise<void> {
     const reg = new ProcessRegistry(config.dataDir);
     const hostPart = () => reg.names().find((n) => n.startsWith('host-') && reg.running(n) !== undefined);
     // The dev stack: ours if none runs.
+    const metricsAddress =
+      process.env.LIVEMERGE_METRICS_ADDRESS ??
+      `127.0.0.1:${Number(process.env.LIVEMERGE_UI_PORT ?? 8233) + 1000}`;
+    if (opts.profile !== undefined) {
+      const running = ['engine', ...reg.names().filter((n) => n.startsWith('host-'))].filter(
+        (n) => reg.running(n) !== undefined,
+      );
+      if (running.length > 0)
+        throw new Error(
+          `--profile: a dev stack is running (${running.map((n) => `${n} pid ${reg.running(n)}`).join(', ')}, ` +
+            `data dir ${config.dataDir}); its processes were started without the profiler. Stop it ` +
+            `(\`livemerge dev down\`) or give this run a stack of its own (TEMPORAL_ADDRESS, LIVEMERGE_UI_PORT, ` +
+            `LIVEMERGE_DATA_DIR).`,
+        );
+      fs.mkdirSync(opts.profile, { recursive: true });
+      fs.writeFileSync(path.join(opts.profile, 'phase'), 'start\n');
+    }
     if (reg.running('engine') === undefined || hostPart() === undefined) {
-      log('no dev stack running: livemerge dev up');
+      log(`no dev stack running: livemerge dev up${opts.profile ? ` (profiled into ${opts.profile})` : ''}`);
       cleanups.push(async () => {
         log('livemerge dev down');
         await exec(process.execPath, [CLI, 'dev', 'down']);
       });
-      const up = await timed(() => exec(process.execPath, [CLI, 'dev', 'up'], { maxBuffer: 1 << 24 }));
+      const up = await timed(() =>
+        exec(process.execPath, [CLI, 'dev', 'up'], {
+          maxBuffer: 1 << 24,
+          ...(opts.profile ? { env: profileEnv(opts.profile, metricsAddress) } : {}),
+        }),
+      );
       log(`dev up in ${secs(up.ms)} s`);
     }
     const enginePid = reg.running('engine') ?? (await pgrep('livemerge.cjs worker engine'));
@@ -323,6 +554,22 @@ async function main(): Promise<void> {
       ...(temporalPid ? [{ name: 'temporal', pid: temporalPid }] : []),
     ];
     log(`processes: ${procs.map((p) => `${p.name} ${p.pid}`).join(', ')}`);
+    if (opts.profile !== undefined) {
+      fs.writeFileSync(
+        path.join(opts.profile, 'pids.json'),
+        JSON.stringify(Object.fromEntries(procs.map((p) => [p.name, p.pid]))) + '\n',
+      );
+      cleanups.push(async () => {
+        fs.writeFileSync(path.join(opts.profile!, 'phase'), 'end\n');
+        await new Promise((r) => setTimeout(r, 1200)); // the preloads look every 500 ms
+      });
+    }
+    const setPhase = (phase: string) => {
+      if (opts.profile !== undefined) fs.writeFileSync(path.join(opts.profile, 'phase'), `${phase}\n`);
+    };
+    const clkTck = opts.profile
+      ? Number((await exec('getconf', ['CLK_TCK']).catch(() => ({ stdout: '100' }))).stdout.trim()) || 100
+      : 100;
     const cliMode = fs.existsSync(path.join(REPO_ROOT, 'dist', '.built'))
       ? 'dist/ if fresh'
       : 'tsx (no dist/)';
@@ -663,6 +910,7 @@ async function main(): Promise<void> {
       const rows: string[] = [];
       const latRows: string[] = [];
       const retryNotes: string[] = [];
+      const profRows: string[] = [];
       for (const n of opts.concurrency) {
         // The pools grow to N (the VMs of smaller N reused): 2N of ours on the host during round N.
         if (lmVms.length < n) {
@@ -693,9 +941,32 @@ async function main(): Promise<void> {
           await setPaused(vm, true);
         });
         log(`(b) N=${n}: ${n} removeSnapshot at once`);
+        const prof0 = opts.profile
+          ? {
+              cpu: cpuSnapshot(procs, `lm-scale-${runId}-`),
+              engineRpc: await rpcCounts(metricsAddress),
+              hostRpc: await rpcCounts(nextPort(metricsAddress, 1)),
+              load: os.loadavg(),
+            }
+          : undefined;
+        setPhase(`N${n}`);
         let sampler = rssSampler(procs);
         const lm = await timed(() => Promise.allSettled(lmSet.map((vm, i) => removeSnapshot(vm, snaps[i]!))));
         const lmPeak = sampler.stop();
+        setPhase(`after-N${n}`);
+        if (prof0) {
+          const cpu1 = cpuSnapshot(procs, `lm-scale-${runId}-`);
+          const [engineRpc, hostRpc] = [
+            await rpcCounts(metricsAddress),
+            await rpcCounts(nextPort(metricsAddress, 1)),
+          ];
+          profRows.push(
+            profileReport(n, lm.ms, prof0.cpu, cpu1, clkTck, prof0.load, os.loadavg(), {
+              engine: [prof0.engineRpc, engineRpc],
+              'host agent': [prof0.hostRpc, hostRpc],
+            }),
+          );
+        }
         const lmFailed = lm.value.filter((x) => x.status === 'rejected');
         log(
           `(b) N=${n}: livemerge ${secs(lm.ms)} s (${lmFailed.length} failed); ${n} virsh blockcommit at once`,
@@ -775,6 +1046,7 @@ async function main(): Promise<void> {
       print('| --- | --- | --- | --- | --- | --- |');
       for (const r of latRows) print(r);
       print();
+      for (const r of profRows) print(r);
     }
 
     const load1 = os.loadavg();
