@@ -9,6 +9,8 @@
 // bench/profile-summary.ts or Chrome DevTools) and a new one starts. The last phase is written at exit,
 // or on SIGTERM (when it is the only SIGTERM listener it then exits with 143, as Node's default would).
 // Worker threads that inherit the preload (the SDK's workflow threads) profile themselves the same way.
+// It also counts the child processes the main thread starts (ChildProcess.prototype.spawn: execFile, spawn,
+// exec), by program and phase, into DIR/<pid>-spawns.json at exit: a spawn forks on the JS thread.
 /* global require, process, setInterval, clearInterval */
 /* eslint-disable @typescript-eslint/no-require-imports -- a CommonJS preload (node --require) */
 'use strict';
@@ -47,6 +49,18 @@ if (dir) {
     return out;
   };
   let current = readPhase();
+  /** phase → program basename → count */
+  const spawns = {};
+  if (isMainThread) {
+    const { ChildProcess } = require('node:child_process');
+    const orig = ChildProcess.prototype.spawn;
+    ChildProcess.prototype.spawn = function (options) {
+      const prog = path.basename(String((options && options.file) || '?'));
+      const byProg = (spawns[current] ??= {});
+      byProg[prog] = (byProg[prog] ?? 0) + 1;
+      return orig.apply(this, arguments);
+    };
+  }
   const start = () => {
     post('Profiler.enable');
     post('Profiler.setSamplingInterval', { interval: 1000 });
@@ -79,6 +93,11 @@ if (dir) {
     clearInterval(timer);
     try {
       stopAndWrite();
+      if (isMainThread)
+        fs.writeFileSync(
+          path.join(dir, `${process.pid}-spawns.json`),
+          JSON.stringify(spawns, null, 1) + '\n',
+        );
     } catch (e) {
       process.stderr.write(`cpu-prof-preload: ${e}\n`);
     }
