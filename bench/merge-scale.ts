@@ -236,7 +236,7 @@ function threadTicks(pid: number): Record<string, number> {
     const ticks = cpuTicks(pid, Number(t));
     let comm = '?';
     try {
-      comm = fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
+      comm = Number(t) === pid ? 'main' : fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').trim();
     } catch {
       continue;
     }
@@ -271,13 +271,15 @@ function machineTicks(): { busy: number; total: number } {
 interface CpuSnapshot {
   procs: Record<string, number | undefined>;
   threads: Record<string, Record<string, number>>;
-  qemuAll: number;
-  qemuOurs: number;
+  /** ticks by pid: a QEMU that exits between two snapshots takes its ticks along, so only pids in both count. */
+  qemuAll: Record<number, number>;
+  qemuOurs: Record<number, number>;
+  self: number;
   machine: { busy: number; total: number };
 }
 function cpuSnapshot(procs: Sampled[], qemuPrefix: string): CpuSnapshot {
   const q = qemuPids(qemuPrefix);
-  const sum = (pids: number[]) => pids.reduce((a, p) => a + (cpuTicks(p) ?? 0), 0);
+  const sum = (pids: number[]) => Object.fromEntries(pids.map((p) => [p, cpuTicks(p) ?? 0]));
   return {
     procs: Object.fromEntries(procs.map((p) => [p.name, cpuTicks(p.pid)])),
     threads: Object.fromEntries(
@@ -287,6 +289,7 @@ function cpuSnapshot(procs: Sampled[], qemuPrefix: string): CpuSnapshot {
     ),
     qemuAll: sum(q.all),
     qemuOurs: sum(q.ours),
+    self: cpuTicks(process.pid) ?? 0,
     machine: machineTicks(),
   };
 }
@@ -345,8 +348,14 @@ function profileReport(
     const y = a.procs[name];
     row(name, x === undefined || y === undefined ? undefined : x - y);
   }
-  row('QEMU, this run’s VMs', b.qemuOurs - a.qemuOurs);
-  row('QEMU, all on the host', b.qemuAll - a.qemuAll);
+  const qdiff = (x: Record<number, number>, y: Record<number, number>) =>
+    Object.keys(y).reduce((t, p) => t + (x[Number(p)] === undefined ? 0 : y[Number(p)]! - x[Number(p)]!), 0);
+  const qemuAll = qdiff(a.qemuAll, b.qemuAll);
+  row('QEMU, this run’s VMs', qdiff(a.qemuOurs, b.qemuOurs));
+  row(`QEMU, all on the host (${Object.keys(b.qemuAll).length} at the end)`, qemuAll);
+  row('this bench process (client, RSS sampler)', b.self - a.self);
+  const named = Object.keys(b.procs).reduce((t, k) => t + ((b.procs[k] ?? 0) - (a.procs[k] ?? 0)), 0);
+  row('everything else on the machine', busy - named - qemuAll - (b.self - a.self));
   lines.push('');
   for (const [name, t1] of Object.entries(b.threads)) {
     const t0 = a.threads[name] ?? {};
