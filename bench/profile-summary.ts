@@ -90,11 +90,21 @@ function category(f: CallFrame): string {
   if (/\/(src|dist)\/libvirt\//.test(u)) return 'libvirt bindings (src/libvirt)';
   // The workflow bundle, evaluated by the SDK in its vm contexts (a file name of its own, not under src/).
   if (/workflow|bundle/i.test(u) && !/\/(src|dist)\//.test(u)) return 'workflow sandbox (vm: the bundle)';
+  if (u.startsWith('evalmachine.')) return 'workflow sandbox (vm: the bundle)';
+  if (u.startsWith('wasm://')) return 'wasm';
   if (/\/(src|dist)\//.test(u)) return 'livemerge (src/, other)';
   if (u.startsWith('node:')) return 'node core (node:*)';
+  if (u === '' && f.functionName === 'spawn') return 'child_process spawn (native: fork + exec)';
+  if (u === '' && FS_BINDINGS.has(f.functionName)) return 'fs bindings (native)';
   if (u === '') return 'V8/native without a url';
   return `other (${u.slice(0, 40)})`;
 }
+
+const FS_BINDINGS = new Set(
+  'open openFileHandle close read readFileUtf8 write writeString writeBuffer stat lstat fstat realpath readlink readdir unlink rename mkdir rmdir access fsync fdatasync ftruncate'.split(
+    ' ',
+  ),
+);
 
 function loadProfile(file: string): CpuProfile {
   return JSON.parse(fs.readFileSync(file, 'utf8')) as CpuProfile;
@@ -167,13 +177,35 @@ for (const e of chosen) {
   // Functions: one row per function (its frames from every stack summed).
   const fns = new Map<string, { f: CallFrame; us: number }>();
   const cats = new Map<string, number>();
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  /** The nearest frame above `id` with a url (native frames are named by what calls them). */
+  const caller = (id: number): CallFrame | undefined => {
+    for (let q = parent.get(id); q !== undefined; q = parent.get(q)) {
+      const c = byId.get(q)!.callFrame;
+      if (c.url) return c;
+    }
+    return undefined;
+  };
   for (const [id, us] of self) {
     const f = byId.get(id)!.callFrame;
     const key = `${f.functionName}\0${f.url}\0${f.lineNumber}\0${f.columnNumber}`;
     const r = fns.get(key) ?? { f, us: 0 };
     r.us += us;
     fns.set(key, r);
-    const c = category(f);
+    let c = category(f);
+    // V8 names the native functions of one addon alike (koffi's calls showed up as a core-bridge function's
+    // name and the reverse): a native frame goes by the code that called it.
+    if (c === 'V8/native without a url') {
+      const up = caller(id);
+      const u = up?.url ?? '';
+      if (/\/(src|dist)\/libvirt\//.test(u)) c = 'koffi native calls (from src/libvirt: .async() dispatch)';
+      else if (u.includes('/@temporalio/core-bridge/')) c = '@temporalio/core-bridge native (Rust calls)';
+      else if (u === 'node:vm') c = 'workflow sandbox: vm context entry (runInContext)';
+      else if (u === 'node:internal/worker' || u.includes('/workflow/workflow-worker-thread.js'))
+        c = 'postMessage between the main and the workflow thread';
+      else if (up) c = `native, called from: ${category(up)}`;
+    }
     cats.set(c, (cats.get(c) ?? 0) + us);
   }
   console.log(
@@ -193,6 +225,35 @@ for (const e of chosen) {
       f.functionName === '(idle)' ? '' : pct(us, total - idle),
     ]);
   console.log(table(['function', 'url:line', 'ms', '%', 'busy %'], topRows));
+  // Who calls the busiest frames without a url (native functions): the nearest 3 frames above with one.
+  const natives = [...fns.values()]
+    .filter(({ f }) => f.url === '' && !f.functionName.startsWith('('))
+    .sort((a, b) => b.us - a.us)
+    .slice(0, 6)
+    .filter(({ us }) => us >= 20_000);
+  if (natives.length > 0) {
+    console.log(
+      '\nCallers of the busiest native frames (self ms by the 3 nearest frames with a url above them):\n',
+    );
+    const rows: string[][] = [];
+    for (const { f } of natives) {
+      const callers = new Map<string, number>();
+      for (const [id, us] of self) {
+        const g = byId.get(id)!.callFrame;
+        if (g.functionName !== f.functionName || g.url !== '') continue;
+        const chain: string[] = [];
+        for (let q = parent.get(id); q !== undefined && chain.length < 3; q = parent.get(q)) {
+          const c = byId.get(q)!.callFrame;
+          if (c.url) chain.push(`${c.functionName || '(anonymous)'} ${shortUrl(c.url)}:${c.lineNumber + 1}`);
+        }
+        const key = chain.join(' < ') || '(none)';
+        callers.set(key, (callers.get(key) ?? 0) + us);
+      }
+      for (const [chain, us] of [...callers].sort((a, b) => b[1] - a[1]).slice(0, 3))
+        rows.push([f.functionName, chain, ms(us)]);
+    }
+    console.log(table(['native frame', 'called from', 'ms'], rows));
+  }
   console.log('\nSelf time by category:\n');
   const catRows = [...cats]
     .sort((a, b) => b[1] - a[1])
@@ -228,4 +289,23 @@ if (elds.length > 0) {
       ]);
   }
   console.log(table(['process', 'phase', 'samples', 'p50', 'p99', 'max', 'mean'], rows));
+}
+
+// ---------------------------------------------------------------------------------------------- spawns
+
+const spawnRows: string[][] = [];
+for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('-spawns.json'))) {
+  const pid = Number(f.split('-')[0]);
+  if (!known(pid)) continue;
+  const byPhase = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Record<
+    string,
+    Record<string, number>
+  >;
+  for (const [phase, progs] of Object.entries(byPhase))
+    if (wantPhase(phase))
+      for (const [prog, n] of Object.entries(progs)) spawnRows.push([label(pid, 0), phase, prog, String(n)]);
+}
+if (spawnRows.length > 0) {
+  console.log('\n=== Child processes started (ChildProcess.prototype.spawn, counted by the preload)\n');
+  console.log(table(['process', 'phase', 'program', 'count'], spawnRows));
 }
