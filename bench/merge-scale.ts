@@ -223,6 +223,11 @@ function cpuTicks(pid: number, task?: number): number | undefined {
   const f = stat(task === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${task}/stat`);
   return f ? Number(f[11]) + Number(f[12]) : undefined;
 }
+/** cutime + cstime (fields 16 and 17): the CPU of the children it has waited for (qemu-img runs). */
+function childTicks(pid: number): number | undefined {
+  const f = stat(`/proc/${pid}/stat`);
+  return f ? Number(f[13]) + Number(f[14]) : undefined;
+}
 /** utime + stime of each thread of pid, summed by thread name (comm). */
 function threadTicks(pid: number): Record<string, number> {
   const out: Record<string, number> = {};
@@ -270,6 +275,7 @@ function machineTicks(): { busy: number; total: number } {
 }
 interface CpuSnapshot {
   procs: Record<string, number | undefined>;
+  children: Record<string, number | undefined>;
   threads: Record<string, Record<string, number>>;
   /** ticks by pid: a QEMU that exits between two snapshots takes its ticks along, so only pids in both count. */
   qemuAll: Record<number, number>;
@@ -282,6 +288,11 @@ function cpuSnapshot(procs: Sampled[], qemuPrefix: string): CpuSnapshot {
   const sum = (pids: number[]) => Object.fromEntries(pids.map((p) => [p, cpuTicks(p) ?? 0]));
   return {
     procs: Object.fromEntries(procs.map((p) => [p.name, cpuTicks(p.pid)])),
+    children: Object.fromEntries(
+      procs
+        .filter((p) => p.name === 'engine' || p.name === 'host agent')
+        .map((p) => [p.name, childTicks(p.pid)]),
+    ),
     threads: Object.fromEntries(
       procs
         .filter((p) => p.name === 'engine' || p.name === 'host agent')
@@ -353,8 +364,16 @@ function profileReport(
   const qemuAll = qdiff(a.qemuAll, b.qemuAll);
   row('QEMU, this run’s VMs', qdiff(a.qemuOurs, b.qemuOurs));
   row(`QEMU, all on the host (${Object.keys(b.qemuAll).length} at the end)`, qemuAll);
+  let kids = 0;
+  for (const name of Object.keys(b.children)) {
+    const x = b.children[name];
+    const y = a.children[name];
+    const d = x === undefined || y === undefined ? undefined : x - y;
+    kids += d ?? 0;
+    row(`${name}'s child processes (qemu-img …, those it waited for)`, d);
+  }
   row('this bench process (client, RSS sampler)', b.self - a.self);
-  const named = Object.keys(b.procs).reduce((t, k) => t + ((b.procs[k] ?? 0) - (a.procs[k] ?? 0)), 0);
+  const named = kids + Object.keys(b.procs).reduce((t, k) => t + ((b.procs[k] ?? 0) - (a.procs[k] ?? 0)), 0);
   row('everything else on the machine', busy - named - qemuAll - (b.self - a.self));
   lines.push('');
   for (const [name, t1] of Object.entries(b.threads)) {
