@@ -34,4 +34,24 @@ describe('audit log', () => {
     expect((await log.read()).map((r) => r.outcome)).toEqual(['started', 'completed']);
     expect(await log.read({ vmId: 'someone-else' })).toEqual([]);
   });
+
+  it('sees what another writer of the file appended, and a file replaced meanwhile', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-audit-'));
+    dirs.push(dir);
+    const file = path.join(dir, 'audit.jsonl');
+    // Two engines (two instances, as two processes would be) on one file.
+    const a = new AuditLog(file);
+    const b = new AuditLog(file);
+    expect((await a.append(event('started'))).written).toBe(true);
+    expect((await b.append(event('started'))).written).toBe(false);
+    expect((await b.append(event('completed'))).written).toBe(true);
+    expect((await a.append(event('completed'))).written).toBe(false);
+    expect((await a.read()).map((r) => r.outcome)).toEqual(['started', 'completed']);
+    // Replaced by a file with other events (a new inode): what the old one held no longer counts.
+    await fs.rm(file);
+    await fs.writeFile(file, JSON.stringify({ ...event('failed'), at: 'x' }) + '\n');
+    expect((await a.append(event('failed'))).written).toBe(false);
+    expect((await a.append(event('started'))).written).toBe(true);
+    expect((await b.read()).map((r) => r.outcome)).toEqual(['failed', 'started']);
+  });
 });
