@@ -129,7 +129,7 @@ export interface HostActivities {
   abortJob(input: JobRef): Promise<AbortJobResult>;
   /**
    * Steps 3-6 on the VM's host without the engine between them: start or adopt the job, wait for it,
-   * pivot, verify. Reports each stage change to its workflow (signal `hostStage`). Cancellable until the
+   * pivot, verify. Reports each stage it stays in for 0.3 s to its workflow (signal `hostStage`). Cancellable until the
    * pivot call reaches libvirt: then the job is aborted (and the abort awaited) and it ends cancelled.
    */
   mergeOnHost(input: MergeOnHostInput): Promise<MergeOnHostResult>;

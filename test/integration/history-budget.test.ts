@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { useStack } from '../helpers/stack';
 import { startRemoveSnapshot, vmWithSnapshot } from '../helpers/workflows';
 
-const BUDGET = 102;
+const BUDGET = 85;
 
 type Event = temporal.api.history.v1.IHistoryEvent;
 const typeName = (e: Event): string =>

@@ -18,6 +18,12 @@ import { waitForJobEvent } from './wait-for-job';
 
 /** How long a stage report may take before the unit goes on without it (Temporal may be down). */
 const REPORT_FLUSH_MS = 5_000;
+/**
+ * A stage is reported once the unit has been in it this long: a merge that is done sooner (most small ones)
+ * sends no report at all, and a momentary stage (READY before an immediate pivot) none either; each report
+ * is two signals and a workflow task in each of the merge and the removal. The result says how it ended.
+ */
+const REPORT_SETTLE_MS = 300;
 
 /**
  * Idempotent: every step recognises its own work (a running job of the same kind is adopted, a chain
@@ -154,10 +160,16 @@ type Reporter = ((r: HostStageReport) => void) & { flush(): Promise<void> };
 /**
  * Stage reports to the workflow (and to its removal), in order, each best effort: a report that cannot be
  * sent (Temporal down) never holds the merge up; the workflows also learn the final state from the result.
+ * A report waits REPORT_SETTLE_MS and is dropped when the next one (or the end) comes first.
  */
 function stageReporter(ctx: Context, parent: MergeOnHostInput['alsoReportTo']): Reporter {
   const wf = ctx.info.workflowExecution;
   let chain: Promise<void> = Promise.resolve();
+  let settling: NodeJS.Timeout | undefined;
+  const report = (r: HostStageReport): void => {
+    clearTimeout(settling);
+    settling = setTimeout(() => send(r), REPORT_SETTLE_MS);
+  };
   const send = (r: HostStageReport): void => {
     chain = chain.then(async () => {
       if (!wf) return; // not started by a workflow (a direct call from a test)
@@ -177,7 +189,10 @@ function stageReporter(ctx: Context, parent: MergeOnHostInput['alsoReportTo']): 
           });
     });
   };
-  return Object.assign(send, {
-    flush: () => Promise.race([chain, new Promise<void>((r) => setTimeout(r, REPORT_FLUSH_MS).unref())]),
+  return Object.assign(report, {
+    flush: () => {
+      clearTimeout(settling);
+      return Promise.race([chain, new Promise<void>((r) => setTimeout(r, REPORT_FLUSH_MS).unref())]);
+    },
   });
 }
