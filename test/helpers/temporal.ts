@@ -7,6 +7,7 @@ import { afterAll, inject } from 'vitest';
 
 import type { TemporalTls } from '../../src/config';
 import { temporalConnectionOptions } from '../../src/config';
+import { PRELOADED_WORKFLOW_MODULES } from '../../src/workers/engine';
 import { poolNamespace } from './namespaces';
 
 export const NAMESPACE = poolNamespace();
@@ -80,6 +81,7 @@ export function workflowBundle(): ReturnType<typeof bundleWorkflowCode> {
     workflowsPath: path.resolve(__dirname, '../../src/workflows/index.ts'),
     // What the engine bundles (src/workers/engine.ts), so that replay runs the same interceptors.
     workflowInterceptorModules: [path.resolve(__dirname, '../../src/workflows/log-context.ts')],
+    preloadModules: PRELOADED_WORKFLOW_MODULES,
     logger: { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} },
   });
   return bundle;
