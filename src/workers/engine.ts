@@ -9,8 +9,8 @@ import { logContextInterceptors } from './log-context';
 
 /**
  * Evaluated once in the reused V8 context and shared (frozen) by every workflow, instead of once per
- * workflow: zod holds no per-workflow state, and building it again for each workflow was a tenth of the
- * workflow thread's CPU and much of each cached workflow's memory (issue 13). Tests bundle with it too.
+ * workflow: zod holds no per-workflow state, and building it again for each workflow was about a tenth of
+ * the workflow thread's CPU (issue 13). Tests bundle with it too.
  */
 export const PRELOADED_WORKFLOW_MODULES = ['zod'];
 
