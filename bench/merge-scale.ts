@@ -598,9 +598,14 @@ async function main(): Promise<void> {
     const clkTck = opts.profile
       ? Number((await exec('getconf', ['CLK_TCK']).catch(() => ({ stdout: '100' }))).stdout.trim()) || 100
       : 100;
-    const cliMode = fs.existsSync(path.join(REPO_ROOT, 'dist', '.built'))
-      ? 'dist/ if fresh'
-      : 'tsx (no dist/)';
+    // What bin/livemerge.cjs runs (the workers and the CLI): a dist/ older than src/ falls back to tsx.
+    const distFresh = await exec(process.execPath, [path.join(REPO_ROOT, 'bin', 'dist-fresh.cjs')]).then(
+      () => true,
+      () => false,
+    );
+    const cliMode = distFresh
+      ? 'compiled dist/'
+      : 'the sources through tsx (dist/ missing or older than src/)';
 
     const connection = await Connection.connect(temporalConnectionOptions(config));
     cleanups.push(() => connection.close());
