@@ -113,4 +113,10 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    code = asyncio.run(main())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The SDK's Rust threads can outlive the event loop and abort the interpreter's teardown ("Fatal Python
+    # error: PyGILState_Release", SIGABRT after the result was printed: temporalio/sdk-python#300). Every
+    # line is out and nothing is left to clean up: exit without the teardown.
+    os._exit(code)
