@@ -248,12 +248,27 @@ describe('removeSnapshot outcomes', () => {
       expect(((await removal.result()) as RemoveSnapshotResult).removedVolumeIds).toHaveLength(1);
       // It retried (timers), found the holder closed each time (no refusal), then took the lock itself.
       expect(await timers()).toBeGreaterThanOrEqual(2);
-      const lockRuns = [];
-      for await (const w of s.client.workflow.list({ query: `WorkflowId = 'vm-lock:${vm.uuid}'` }))
-        lockRuns.push(w);
-      expect(lockRuns.map((w) => w.status.name).sort()).toEqual(['COMPLETED', 'TERMINATED']);
+      // The hand-made lock completed by its release; the removal's own ends by its close policy, a moment
+      // after the removal's close (the window this test is about).
+      const handMade = s.client.workflow.getHandle(lock.workflowId, lock.firstExecutionRunId);
+      expect((await handMade.describe()).status.name).toBe('COMPLETED');
+      const own = ((await removal.fetchHistory()).events ?? []).flatMap((e) => {
+        const started = e.childWorkflowExecutionStartedEventAttributes?.workflowExecution;
+        return started?.workflowId === `vm-lock:${vm.uuid}` && started.runId ? [started.runId] : [];
+      });
+      expect(own).toHaveLength(1);
+      const ownLock = s.client.workflow.getHandle(`vm-lock:${vm.uuid}`, own[0]);
+      await waitFor(
+        async () => ((await ownLock.describe()).status.name === 'TERMINATED' ? true : undefined),
+        10_000,
+        "the removal's lock to end with it",
+      );
     } finally {
-      await lock.terminate().catch(() => undefined);
+      // This run only (a handle without one names the latest run of the id: the removal's lock).
+      await s.client.workflow
+        .getHandle(lock.workflowId, lock.firstExecutionRunId)
+        .terminate()
+        .catch(() => undefined);
     }
   });
 });
