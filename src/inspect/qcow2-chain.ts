@@ -1,10 +1,8 @@
 // The chain as the image headers see it: `qemu-img info --backing-chain --output=json -U`.
 // LEAF FIRST, like qemu-img prints it.
-import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Format } from '../schemas/volume';
-import { errnoCode } from '../storage/errors';
 import { qemuImgInfo, type ImageInfo, type Qcow2Bitmap, type RunOptions } from '../qemu/qemu-img';
+import { walkBackingChain } from './qcow2-header';
 
 export interface Qcow2ChainEntry {
   filename: string;
@@ -57,29 +55,12 @@ export interface WalkedChain {
  * file. Backing formats come from the headers (`-F`), like qemu itself would open them.
  */
 export async function walkQcow2Chain(imagePath: string, opts: RunOptions = {}): Promise<WalkedChain> {
-  const entries: Qcow2ChainEntry[] = [];
-  const seen = new Set<string>();
-  let cur: string | undefined = path.resolve(imagePath);
-  let format: Format | undefined;
-  while (cur !== undefined) {
-    if (seen.has(cur) || entries.length > 1000) break;
-    seen.add(cur);
-    try {
-      await fs.stat(cur);
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return { entries, missing: cur };
-      throw e;
-    }
-    const [info] = await qemuImgInfo(cur, { ...opts, forceShare: true, format });
-    if (!info) break;
+  const { steps, missing } = await walkBackingChain(imagePath, async (file, declared) => {
+    const format = declared === 'raw' || declared === 'qcow2' ? declared : undefined;
+    const [info] = await qemuImgInfo(file, { ...opts, forceShare: true, format });
+    if (!info) return undefined;
     const e = toChainEntry(info);
-    entries.push(e);
-    if (e.backingFilename === undefined) break;
-    const next: string = path.isAbsolute(e.backingFilename)
-      ? e.backingFilename
-      : path.resolve(path.dirname(cur), e.backingFilename);
-    format = e.backingFormat === 'raw' || e.backingFormat === 'qcow2' ? e.backingFormat : undefined;
-    cur = next;
-  }
-  return { entries };
+    return { value: e, backingFilename: e.backingFilename, backingFormat: e.backingFormat };
+  });
+  return { entries: steps.map((s) => s.value), ...(missing !== undefined ? { missing } : {}) };
 }

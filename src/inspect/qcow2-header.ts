@@ -85,6 +85,47 @@ export async function imageLink(
   return link;
 }
 
+/** One image of a walk: what the reader says of it, and the backing reference its header stores. */
+export interface WalkStep<T> {
+  value: T;
+  backingFilename?: string;
+  backingFormat?: string;
+}
+
+/**
+ * The chain below `imagePath` (itself first), each image read by `read` (given the format its parent
+ * declares, if any; undefined: the walk stops there), backing references resolved against each image's
+ * directory, stopping at the first missing file. The one walk behind walkChainFiles and walkQcow2Chain.
+ */
+export async function walkBackingChain<T>(
+  imagePath: string,
+  read: (file: string, format: string | undefined, top: boolean) => Promise<WalkStep<T> | undefined>,
+): Promise<{ steps: { file: string; value: T }[]; missing?: string }> {
+  const steps: { file: string; value: T }[] = [];
+  const seen = new Set<string>();
+  let cur: string | undefined = path.resolve(imagePath);
+  let format: string | undefined;
+  while (cur !== undefined) {
+    if (seen.has(cur) || steps.length > 1000) break;
+    seen.add(cur);
+    try {
+      await fs.stat(cur);
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return { steps, missing: cur };
+      throw e;
+    }
+    const step = await read(cur, format, steps.length === 0);
+    if (!step) break;
+    steps.push({ file: cur, value: step.value });
+    if (step.backingFilename === undefined) break;
+    format = step.backingFormat;
+    cur = path.isAbsolute(step.backingFilename)
+      ? step.backingFilename
+      : path.resolve(path.dirname(cur), step.backingFilename);
+  }
+  return { steps };
+}
+
 export interface WalkedFiles {
   /** Absolute paths, leaf first, as far as the chain could be followed. */
   files: string[];
@@ -93,33 +134,17 @@ export interface WalkedFiles {
 }
 
 /**
- * The files of the chain below `imagePath` (itself first) as its headers name them, backing references
- * resolved against each image's directory, stopping at the first missing file: the files walkQcow2Chain
- * lists, without a process per file. `rawHint`: see imageLink.
+ * The files of the chain below `imagePath` (itself first) as its headers name them: the files
+ * walkQcow2Chain lists, without a process per file. `rawHint`: see imageLink.
  */
 export async function walkChainFiles(
   imagePath: string,
   rawHint = false,
   opts: RunOptions = {},
 ): Promise<WalkedFiles> {
-  const files: string[] = [];
-  let cur: string | undefined = path.resolve(imagePath);
-  let format: string | undefined;
-  while (cur !== undefined) {
-    if (files.includes(cur) || files.length > 1000) break;
-    try {
-      await fs.stat(cur);
-    } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return { files, missing: cur };
-      throw e;
-    }
-    const link = await imageLink(cur, format, files.length === 0 && rawHint, opts);
-    files.push(cur);
-    if (link.backingFilename === undefined) break;
-    format = link.backingFormat;
-    cur = path.isAbsolute(link.backingFilename)
-      ? link.backingFilename
-      : path.resolve(path.dirname(cur), link.backingFilename);
-  }
-  return { files };
+  const { steps, missing } = await walkBackingChain(imagePath, async (file, format, top) => {
+    const link = await imageLink(file, format, top && rawHint, opts);
+    return { value: link, ...link };
+  });
+  return { files: steps.map((s) => s.file), ...(missing !== undefined ? { missing } : {}) };
 }

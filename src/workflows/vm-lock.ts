@@ -56,20 +56,23 @@ const CLOSED_HOLDER_RETRY_MS = [50, 100, 200, 400, 800, 1600, 3200, 3200];
 
 const lockId = (vmId: string): string => `vm-lock:${vmId}`;
 
+/** A lock its holder's close ends (inherited from the parent, or taken under lean histories v2). */
+const ENDS_WITH_HOLDER: VmLockHandle = { release: () => Promise.resolve() };
+
 /**
  * Takes the VM's lock for this workflow, or refuses with BackupInProgress / MergeInProgress (naming the
  * holder). Before any side effect: a refusal changed nothing.
  */
 export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
   const info = workflowInfo();
-  if (info.memo?.[INHERITED] === vmId) return { release: () => Promise.resolve() };
+  if (info.memo?.[INHERITED] === vmId) return ENDS_WITH_HOLDER;
   // The holder may close between our refused start and the lookup, or have closed just before it (its
   // lock still ending): the start is tried again then.
   const v2 = leanV2();
   const holderMemo = { workflowId: info.workflowId, workflowType: info.workflowType };
   for (let attempt = 0; ; attempt++) {
     try {
-      // Not cancellable: a cancelled holder keeps its lock while it compensates, until it releases it.
+      // Not cancellable: a cancelled holder keeps its lock while it compensates, until it releases it or closes.
       const child = await CancellationScope.nonCancellable(() =>
         startChild(vmLock, {
           workflowId: lockId(vmId),
@@ -79,7 +82,7 @@ export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
           memo: { holder: v2 ? { ...holderMemo, runId: info.runId } : holderMemo },
         }),
       );
-      if (v2) return { release: () => Promise.resolve() };
+      if (v2) return ENDS_WITH_HOLDER;
       return {
         release: async () => {
           await child.signal(releaseVmLockSignal);
@@ -90,13 +93,11 @@ export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
       if (!(err instanceof Error) || err.name !== 'WorkflowExecutionAlreadyStartedError') throw err;
       // null: the lock has no running holder (it closed, and its lock ends or just ended).
       const holder = await engine.vmLockHolder({ vmId });
-      if (holder === null) {
-        if (!v2 && attempt === 0) continue;
-        const pause = CLOSED_HOLDER_RETRY_MS[attempt];
-        if (v2 && pause !== undefined) {
-          await sleep(pause);
-          continue;
-        }
+      // Before v2: one immediate retry; since: a pause before each (the close policy takes a moment).
+      const pause = v2 ? CLOSED_HOLDER_RETRY_MS[attempt] : attempt === 0 ? 0 : undefined;
+      if (holder === null && pause !== undefined) {
+        if (pause > 0) await sleep(pause);
+        continue;
       }
       const what = holder ? `${holder.workflowType} ${holder.workflowId}` : 'another operation';
       fail(
