@@ -16,6 +16,16 @@ export interface VmDisk {
   path: string;
   /** Set when the disk's leaf lives in a storage domain under this host's storage root. */
   volume: VolumeRef | null;
+  /** Asked for (`chains`) and `volume` set: the image's chain from metadata up to that leaf, base first. */
+  chain?: VolumeInfo[];
+}
+
+export interface LocateVmInput {
+  vmId: string;
+  /** Found: describe the VM in the same call. */
+  describe?: boolean;
+  /** With `describe`: each disk's metadata chain too (what readChain returns), read in the same call. */
+  chains?: boolean;
 }
 
 export interface LocateVmResult {
@@ -115,10 +125,21 @@ export interface WaitResult {
   detail?: string;
 }
 
+/** What step 7 records: the merge's volumes, as planned. */
+export interface RecordMergeInput {
+  storageDomainId: string;
+  imageId: string;
+  direction: 'backward' | 'forward';
+  baseVolumeId: string;
+  topVolumeId: string;
+  removedVolumeIds: string[];
+  childOfTopId: string | null;
+}
+
 export interface HostActivities {
   listVms(): Promise<{ hostId: string; vms: Array<{ name: string; uuid: string; state: string }> }>;
   /** Read-only. */
-  locateVm(input: { vmId: string; describe?: boolean }): Promise<LocateVmResult>;
+  locateVm(input: LocateVmInput): Promise<LocateVmResult>;
   /** Read-only. */
   describeVm(input: { vmId: string }): Promise<DescribeVmResult>;
   /** Read-only: validates the request against the VM's real chains and returns the plan. */
@@ -169,15 +190,9 @@ export interface StorageActivities {
   /** The frozen volume stands for the snapshot: it carries its id and, when given, its description. */
   setSnapshotId(input: VolumeRef & { snapshotId: string | null; description?: string }): Promise<void>;
   /** Step 7. */
-  recordMerge(input: {
-    storageDomainId: string;
-    imageId: string;
-    direction: 'backward' | 'forward';
-    baseVolumeId: string;
-    topVolumeId: string;
-    removedVolumeIds: string[];
-    childOfTopId: string | null;
-  }): Promise<void>;
+  recordMerge(input: RecordMergeInput): Promise<void>;
+  /** Steps 7 and 8 in one task (lean histories v3): recordMerge, then deleteVolumes of the removed volumes. */
+  recordAndDelete(input: RecordMergeInput): Promise<{ deleted: string[]; alreadyGone: string[] }>;
   /** Step 8, each volume behind the deletion guard. */
   deleteVolumes(input: {
     storageDomainId: string;

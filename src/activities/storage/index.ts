@@ -4,7 +4,7 @@ import { makeColdMerge } from './cold-merge';
 import { makeDeleteVolumes, makeDiscardVolumes } from './delete-volumes';
 import type { StorageActivityDeps } from './deps';
 import { makeReconcileScan } from './reconcile-scan';
-import { makeRecordMerge } from './record-merge';
+import { makeRecordAndDelete, makeRecordMerge } from './record-merge';
 import { makeCreateVolume, makeReadChain, makeSetSnapshotId } from './volumes';
 
 export type { StorageActivityDeps } from './deps';
@@ -17,6 +17,7 @@ export function createStorageActivities(deps: StorageActivityDeps): StorageActiv
     createVolume: typed(makeCreateVolume(deps)),
     setSnapshotId: typed(makeSetSnapshotId(deps)),
     recordMerge: typed(makeRecordMerge(deps)),
+    recordAndDelete: typed(makeRecordAndDelete(deps)),
     deleteVolumes: typed(makeDeleteVolumes(deps)),
     discardVolumes: typed(makeDiscardVolumes(deps)),
     coldMerge: typed(makeColdMerge(deps)),

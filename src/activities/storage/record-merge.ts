@@ -1,4 +1,6 @@
 import type { StorageActivities } from '../contracts';
+import { noBreakpoint } from '../breakpoints';
+import { makeDeleteVolumes } from './delete-volumes';
 import type { StorageActivityDeps } from './deps';
 import { openDomain } from './deps';
 
@@ -32,5 +34,26 @@ export function makeRecordMerge(deps: StorageActivityDeps): StorageActivities['r
       const top = await sd.readVolume(imageId, input.topVolumeId);
       if (top.parentId !== base.parentId) await sd.reparent(imageId, input.topVolumeId, base.parentId);
     }
+  };
+}
+
+/**
+ * Steps 7 and 8 as one task: nothing happens between them that a crash could leave half done which
+ * the two alone would not. Idempotent as they are: a retry finds the metadata recorded and the deleted
+ * volumes gone. The breakpoints carry the two steps' names, so a harness stops before either as before.
+ */
+export function makeRecordAndDelete(deps: StorageActivityDeps): StorageActivities['recordAndDelete'] {
+  const record = makeRecordMerge(deps);
+  const del = makeDeleteVolumes(deps);
+  const breakpoint = deps.breakpoint ?? noBreakpoint;
+  return async (input) => {
+    await breakpoint('recordMerge');
+    await record(input);
+    await breakpoint('deleteVolumes');
+    return await del({
+      storageDomainId: input.storageDomainId,
+      imageId: input.imageId,
+      volumeIds: input.removedVolumeIds,
+    });
   };
 }
