@@ -1,5 +1,5 @@
 import { patched, sleep, workflowInfo } from '@temporalio/workflow';
-import type { AuditEvent, DescribeVmResult, LocateVmResult } from '../activities/contracts';
+import type { AuditEvent, DescribeVmResult, LocateVmInput, LocateVmResult } from '../activities/contracts';
 import { engine, engineLocal, hostActivities, probeHost } from './activities';
 import { fail } from './failures';
 import { lean } from './lean';
@@ -21,11 +21,15 @@ const isRunning = (a: LocateVmResult): boolean => a.found && (a.state === 'runni
  * taken while the VM may run on a silent one; "not found" only when every host answered no. After the
  * engine's locate timeout (LIVEMERGE_LOCATE_TIMEOUT) it fails HostUnreachable.
  */
-export async function locateHost(vmId: string, hostId?: string, describe = false): Promise<LocateVmResult> {
+export async function locateHost(
+  vmId: string,
+  hostId?: string,
+  also: Omit<LocateVmInput, 'vmId'> = {},
+): Promise<LocateVmResult> {
   const hosts = hostId ? [hostId] : await engineSteps().configuredHosts();
   const answers = await askHosts(
     hosts,
-    (h) => probeHost(h).locateVm(describe ? { vmId, describe } : { vmId }),
+    (h) => probeHost(h).locateVm({ vmId, ...also }),
     (as) => as.some(isRunning),
     {
       what: `VM ${vmId}`,
@@ -128,13 +132,21 @@ export function validated<T>(tracker: ProgressTracker, parse: () => T): T {
   }
 }
 
-/** The VM's host and its disks: in lean histories the host that has it describes it in the same probe. */
+/**
+ * The VM's host and its disks: in lean histories the host that has it describes it in the same probe
+ * (with `chains`, each disk's metadata chain too).
+ */
 export async function locateAndDescribe(
   vmId: string,
   hostId?: string,
   onLocated?: (located: LocateVmResult) => void,
+  chains = false,
 ): Promise<{ located: LocateVmResult; vm: DescribeVmResult }> {
-  const located = await locateHost(vmId, hostId, lean());
+  const located = await locateHost(
+    vmId,
+    hostId,
+    lean() ? { describe: true, ...(chains ? { chains } : {}) } : {},
+  );
   onLocated?.(located);
   const vm = located.description ?? (await hostActivities(located.hostId).short.describeVm({ vmId }));
   return { located, vm };

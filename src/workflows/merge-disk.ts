@@ -17,7 +17,7 @@ import type { MergeDiskResult } from '../schemas/results';
 import { hostActivities, storageSettled } from './activities';
 import { audit, locateHost, validated } from './common';
 import { failureType, parseInput } from './failures';
-import { lean } from './lean';
+import { lean, leanV3 } from './lean';
 import { mergeDiskV1 } from './merge-disk-v1';
 import { MergeMetric } from './metrics';
 import { ProgressTracker } from './progress';
@@ -56,8 +56,10 @@ async function mergeDiskOnHost(raw: MergeDiskInput, metric: MergeMetric): Promis
   tracker.vm(input.vmId);
   metric.labels.direction = input.direction;
   const toParent = parentReporter(input.imageId, tracker);
-  // Lean histories: inspecting from here, its search attribute in the same upsert as the VM's.
+  // Lean histories: inspecting from here, its search attribute in the same upsert as the VM's (v3: and the
+  // host a removal's merge is given, the one it plans on).
   if (lean()) tracker.stage('inspecting');
+  if (input.hostId && workflowInfo().parent && leanV3()) tracker.host(input.hostId);
   // One snapshot removal, merge or backup per VM at a time (a removal's own merges run under its lock).
   if (!lean() && !patched(VM_LOCK_PATCH)) return await mergeDiskSteps(input, tracker, metric, toParent);
   return await withVmLock(input.vmId, tracker, () => mergeDiskSteps(input, tracker, metric, toParent));
@@ -107,7 +109,7 @@ async function mergeDiskSteps(
     return await CancellationScope.nonCancellable(async () => {
       if (!verified) await verify(input, plan, job, host, tracker);
       // 7. Record, 8. delete (each volume behind the guard).
-      await recordAndDelete(input, plan, tracker);
+      await recordAndDelete(input, plan, tracker, leanV3());
       // 9. Audit.
       tracker.stage('done');
       await audit('completed', input.vmId, hostId, summary);

@@ -1,6 +1,6 @@
 // The steps of mergeDisk that every version of it takes the same way (merge-disk.ts, and merge-disk-v1.ts
 // for histories of earlier builds): the same commands in the same order, so both replay.
-import type { JobRef, MergePlan, MergePlanInput } from '../activities/contracts';
+import type { JobRef, MergePlan, MergePlanInput, RecordMergeInput } from '../activities/contracts';
 import type { MergeDiskInput } from '../schemas/inputs';
 import type { hostActivities } from './activities';
 import { storage } from './activities';
@@ -58,9 +58,10 @@ export async function recordAndDelete(
   input: ParsedMergeDiskInput,
   plan: MergePlan,
   tracker: ProgressTracker,
+  inOneTask = false,
 ): Promise<void> {
   tracker.stage('recording');
-  await storage.recordMerge({
+  const recorded: RecordMergeInput = {
     storageDomainId: input.storageDomainId,
     imageId: input.imageId,
     direction: input.direction,
@@ -68,13 +69,19 @@ export async function recordAndDelete(
     topVolumeId: input.topVolumeId,
     removedVolumeIds: plan.removedVolumeIds,
     childOfTopId: plan.childOfTopId,
-  });
-  tracker.stage('deleting');
-  await storage.deleteVolumes({
-    storageDomainId: input.storageDomainId,
-    imageId: input.imageId,
-    volumeIds: plan.removedVolumeIds,
-  });
+  };
+  // Lean v3: one storage task for both (the `deleting` stage is then inside it, not shown on its own).
+  if (inOneTask) {
+    await storage.recordAndDelete(recorded);
+  } else {
+    await storage.recordMerge(recorded);
+    tracker.stage('deleting');
+    await storage.deleteVolumes({
+      storageDomainId: input.storageDomainId,
+      imageId: input.imageId,
+      volumeIds: plan.removedVolumeIds,
+    });
+  }
   tracker.removed(plan.removedVolumeIds);
   tracker.bytes(plan.capacity, plan.capacity);
 }

@@ -3,7 +3,7 @@ import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { defineQuery, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Progress, Stage } from '../schemas/progress';
-import { lean } from './lean';
+import { lean, leanV3 } from './lean';
 
 export const progressQuery = defineQuery<Progress>('progress');
 
@@ -42,6 +42,8 @@ export class ProgressTracker {
   readonly state: Progress = initialProgress();
   private stageStartedAt = Date.now();
   private readonly unsent = new Map<string, SearchAttributeUpdatePair>();
+  /** The value each attribute was last upserted with (v3: an upsert that changes nothing is not sent). */
+  private readonly sent = new Map<string, unknown>();
 
   constructor(
     private readonly title: string,
@@ -104,12 +106,15 @@ export class ProgressTracker {
       upsertSearchAttributes([pair]);
       return;
     }
+    const name = pair.key.name;
+    if (!this.unsent.has(name) && this.sent.get(name) === pair.value && leanV3()) return;
     const first = this.unsent.size === 0;
-    this.unsent.set(pair.key.name, pair);
+    this.unsent.set(name, pair);
     if (!first) return;
     void Promise.resolve().then(() => {
       const pairs = [...this.unsent.values()];
       this.unsent.clear();
+      for (const p of pairs) this.sent.set(p.key.name, p.value);
       upsertSearchAttributes(pairs);
     });
   }

@@ -8,7 +8,7 @@ import {
   setHandler,
   startChild,
 } from '@temporalio/workflow';
-import type { VolumeInfo } from '../activities/contracts';
+import type { DescribeVmResult, VmDisk, VolumeInfo } from '../activities/contracts';
 import { RemoveSnapshotInput } from '../schemas/inputs';
 import type { Progress, RemoveSnapshotProgress } from '../schemas/progress';
 import { FailureType, stageRank } from '../schemas/progress';
@@ -16,7 +16,7 @@ import type { RemoveSnapshotResult } from '../schemas/results';
 import { storage } from './activities';
 import { audit, locateAndDescribe, validated } from './common';
 import { fail, failureType, parseInput } from './failures';
-import { lean, leanV2 } from './lean';
+import { lean, leanV2, leanV3 } from './lean';
 import { mergeDisk } from './merge-disk';
 import { MergeMetric } from './metrics';
 import { ProgressTracker, initialProgress, progressQuery } from './progress';
@@ -54,27 +54,26 @@ async function removeSnapshotOf(
   tracker.vm(input.vmId);
   metric.labels.direction = input.direction;
   tracker.stage('inspecting');
+  // Lean v3: the lock first, then one probe finds the VM, describes it and reads its chains, all under it.
+  if (leanV3())
+    return await withVmLock(input.vmId, tracker, async () => {
+      const found = await locateAndDescribe(input.vmId, input.hostId, (l) => tracker.host(l.hostId), true);
+      const merges = await mergesOf(input, found.vm, metric, (disk) => disk.chain);
+      return await mergeAll(
+        input,
+        found.located.hostId,
+        merges,
+        disks,
+        tracker,
+        metric,
+        inheritVmLock(input.vmId),
+      );
+    });
   // Lean v2: the lock is taken while the VM is located (a read: its refusal still comes before any change),
-  // one round trip less, and the chains are read under it.
+  // and the chains are read under it.
   const taking = leanV2() ? startVmLock(input.vmId) : undefined;
   const { located, vm } = await locateAndDescribe(input.vmId, input.hostId, (l) => tracker.host(l.hostId));
-
-  // For each disk in a storage domain: the volume frozen by the snapshot and its child.
-  const merges: Merge[] = [];
-  for (const disk of vm.disks) {
-    if (!disk.volume) continue;
-    const { storageDomainId, imageId, volumeId } = disk.volume;
-    const chain = await storage.readChain({ storageDomainId, imageId, leafVolumeId: volumeId });
-    const base = chain.find((v) => v.snapshotId === input.snapshotId);
-    if (!base) continue;
-    const top = chain.find((v) => v.parentId === base.volumeId);
-    if (!top) fail('ChainMismatch', `volume ${base.volumeId} of snapshot ${input.snapshotId} has no child`);
-    merges.push({ target: disk.target, chain, base, top });
-    // The snapshot's child is the disk's leaf: the disks' active layer is merged (all disks alike).
-    metric.labels.kind = top.volumeId === volumeId ? 'active' : 'intermediate';
-  }
-  if (merges.length === 0)
-    fail('SnapshotNotFound', `no disk of VM ${input.vmId} has a volume of snapshot ${input.snapshotId}`);
+  const merges = await mergesOf(input, vm, metric, undefined);
 
   // One snapshot removal, merge or backup per VM at a time; its merges run under its lock.
   if (!lean() && !patched(VM_LOCK_PATCH))
@@ -87,6 +86,35 @@ async function removeSnapshotOf(
   );
 }
 
+/**
+ * For each disk in a storage domain: the volume frozen by the snapshot and its child. The chain comes
+ * with the disk (v3) or is read from storage.
+ */
+async function mergesOf(
+  input: ParsedInput,
+  vm: DescribeVmResult,
+  metric: MergeMetric,
+  given: ((disk: VmDisk) => VolumeInfo[] | undefined) | undefined,
+): Promise<Merge[]> {
+  const merges: Merge[] = [];
+  for (const disk of vm.disks) {
+    if (!disk.volume) continue;
+    const { storageDomainId, imageId, volumeId } = disk.volume;
+    const chain =
+      given?.(disk) ?? (await storage.readChain({ storageDomainId, imageId, leafVolumeId: volumeId }));
+    const base = chain.find((v) => v.snapshotId === input.snapshotId);
+    if (!base) continue;
+    const top = chain.find((v) => v.parentId === base.volumeId);
+    if (!top) fail('ChainMismatch', `volume ${base.volumeId} of snapshot ${input.snapshotId} has no child`);
+    merges.push({ target: disk.target, chain, base, top });
+    // The snapshot's child is the disk's leaf: the disks' active layer is merged (all disks alike).
+    metric.labels.kind = top.volumeId === volumeId ? 'active' : 'intermediate';
+  }
+  if (merges.length === 0)
+    fail('SnapshotNotFound', `no disk of VM ${input.vmId} has a volume of snapshot ${input.snapshotId}`);
+  return merges;
+}
+
 type ParsedInput = ReturnType<typeof RemoveSnapshotInput.parse>;
 type Merge = { target: string; chain: VolumeInfo[]; base: VolumeInfo; top: VolumeInfo };
 
@@ -97,7 +125,7 @@ async function mergeAll(
   disks: DiskProgress[],
   tracker: ProgressTracker,
   metric: MergeMetric,
-  childOptions: { memo?: Record<string, string> } = {},
+  childOptions: { memo?: Record<string, unknown> } = {},
 ): Promise<RemoveSnapshotResult> {
   const located = { hostId };
   for (const m of merges)

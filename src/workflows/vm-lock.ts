@@ -6,6 +6,9 @@
 // waited for it to end: 13 more events and ~150 ms at the end of every removal.)
 // The holder's own children (a backup's snapshot and merge, a removal's per-disk merges) inherit it: the
 // memo `livemergeVmLock` they are started with names the VM.
+// Since lean histories v3 the lock is started with a cron schedule: Temporal holds a cron workflow's first
+// task back until its first time comes, so the lock is a running execution that no worker runs (its
+// history: started, terminated), not a workflow task and a sandbox per operation.
 import {
   CancellationScope,
   ParentClosePolicy,
@@ -19,7 +22,7 @@ import {
 } from '@temporalio/workflow';
 import { engine } from './activities';
 import { fail } from './failures';
-import { leanV2 } from './lean';
+import { historyMemo, leanV2, leanV3 } from './lean';
 import type { ProgressTracker } from './progress';
 
 /** Operations started before the VM lock existed replay (and finish) without it. */
@@ -38,10 +41,16 @@ export async function vmLock(_input: { vmId: string }): Promise<void> {
 
 const INHERITED = 'livemergeVmLock';
 
-/** The memo of a child started by a lock holder: it runs under its parent's lock. */
-export function inheritVmLock(vmId: string): { memo: Record<string, string> } {
-  return { memo: { [INHERITED]: vmId } };
+/** The memo of a child started by a lock holder: it runs under its parent's lock (and its history round). */
+export function inheritVmLock(vmId: string): { memo: Record<string, unknown> } {
+  return { memo: { [INHERITED]: vmId, ...historyMemo() } };
 }
+
+/**
+ * A lock's schedule (v3): its first task waits for the next 29 February, 00:00 UTC. A lock still held then
+ * (it ends with its holder) runs vmLock, which waits like every lock before v3 did.
+ */
+export const VM_LOCK_CRON = '0 0 29 2 *';
 
 export interface VmLockHandle {
   /** Ends the lock now (before lean histories v2); a no-op since: the holder's close ends it. */
@@ -69,6 +78,7 @@ export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
   // The holder may close between our refused start and the lookup, or have closed just before it (its
   // lock still ending): the start is tried again then.
   const v2 = leanV2();
+  const v3 = leanV3();
   const holderMemo = { workflowId: info.workflowId, workflowType: info.workflowType };
   for (let attempt = 0; ; attempt++) {
     try {
@@ -80,6 +90,7 @@ export async function acquireVmLock(vmId: string): Promise<VmLockHandle> {
           parentClosePolicy: ParentClosePolicy.TERMINATE,
           workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
           memo: { holder: v2 ? { ...holderMemo, runId: info.runId } : holderMemo },
+          ...(v3 ? { cronSchedule: VM_LOCK_CRON } : {}),
         }),
       );
       if (v2) return ENDS_WITH_HOLDER;

@@ -212,7 +212,8 @@ describe('a retry takes the branch that recognises work already done', () => {
     await stack.startPart('storage');
     await succeeded(handle);
     await expectDiskMerged(vm, 0);
-    expect((await activityRun(handle, 'recordMerge')).attempt).toBeGreaterThan(1);
+    // Recording and deleting are one storage task (lean histories v3): its retry is the branch taken.
+    expect((await activityRun(handle, 'recordAndDelete')).attempt).toBeGreaterThan(1);
     expect(stack.logTail('storage', 400)).toContain('image lock: broke the lock of a dead owner');
   });
 
@@ -228,7 +229,7 @@ describe('a retry takes the branch that recognises work already done', () => {
       stack.release('deleteVolumes');
       // The guard cannot ask libvirt who uses the volume: it refuses, and the step is retried.
       await until(
-        'deleteVolumes to be retried',
+        'the deletion (recordAndDelete) to be retried',
         async () => ((await handle.describe()).raw.pendingActivities ?? []).some((a) => (a.attempt ?? 0) > 1),
         60_000,
         200,
@@ -239,7 +240,7 @@ describe('a retry takes the branch that recognises work already done', () => {
     }
     await succeeded(handle);
     await expectDiskMerged(vm, 0);
-    const del = await activityRun(handle, 'deleteVolumes');
+    const del = await activityRun(handle, 'recordAndDelete');
     expect(del.attempt).toBeGreaterThan(1);
     expect(del.lastFailure).toBeDefined();
   });

@@ -19,9 +19,9 @@ const CELLS: Cell[] = [
   { fault: 'libvirtd-restart', stage: 'ready' },
 ];
 
-/** The task queues of mergeOnHost and deleteVolumes (every attempt's schedule) in the merge since `since`. */
+/** The task queues of mergeOnHost and of the deletion (recordAndDelete) in the merge since `since`. */
 async function queuesOfLastMerge(stack: ProcessStack, since: Date) {
-  const out = { mergeOnHost: [] as string[], deleteVolumes: [] as string[] };
+  const out = { mergeOnHost: [] as string[], recordAndDelete: [] as string[] };
   for await (const wf of stack.client.workflow.list({
     query: `WorkflowType = "mergeDisk" AND StartTime >= "${since.toISOString()}"`,
   })) {
@@ -29,7 +29,7 @@ async function queuesOfLastMerge(stack: ProcessStack, since: Date) {
     for (const e of history.events ?? []) {
       const a = e.activityTaskScheduledEventAttributes;
       const type = a?.activityType?.name;
-      if (type === 'mergeOnHost' || type === 'deleteVolumes') out[type].push(a?.taskQueue?.name ?? '');
+      if (type === 'mergeOnHost' || type === 'recordAndDelete') out[type].push(a?.taskQueue?.name ?? '');
     }
   }
   return out;
@@ -64,7 +64,7 @@ describe('faults on two hosts: the VM on a host of its own, the storage role on 
         const queues = await queuesOfLastMerge(ctx!.stack, since);
         expect(queues.mergeOnHost.length).toBeGreaterThan(0);
         expect(new Set(queues.mergeOnHost)).toEqual(new Set([hostTaskQueue('two-b')]));
-        expect(new Set(queues.deleteVolumes)).toEqual(new Set([STORAGE_TASK_QUEUE]));
+        expect(new Set(queues.recordAndDelete)).toEqual(new Set([STORAGE_TASK_QUEUE]));
       } catch (err) {
         console.error(ctx!.stack.allLogs());
         throw err;

@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { useStack } from '../helpers/stack';
 import { startRemoveSnapshot, vmWithSnapshot } from '../helpers/workflows';
 
-const BUDGET = 85;
+// 63 measured (lean v3); the margin is a stage report that a slow machine lets through (copy > 0.3 s).
+const BUDGET = 65;
 
 type Event = temporal.api.history.v1.IHistoryEvent;
 const typeName = (e: Event): string =>
@@ -69,6 +70,9 @@ describe('history budget', () => {
         for (const e of events)
           if (e.activityTaskStartedEventAttributes)
             expect(e.activityTaskStartedEventAttributes.attempt).toBe(1);
+      // The lock (v3) is an execution no worker runs: started, then terminated by its holder's close.
+      const lock = byType.find((x) => x.workflow === 'vm-lock');
+      expect(lock?.byType).toEqual({ WORKFLOW_EXECUTION_STARTED: 1, WORKFLOW_EXECUTION_TERMINATED: 1 });
       expect(total).toBeLessThanOrEqual(BUDGET);
     },
   );

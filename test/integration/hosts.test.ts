@@ -115,7 +115,7 @@ describe('several hosts', () => {
     expect(result.removedVolumeIds).toEqual([chain[1]!.volumeId]);
     // The job ran on B's agent, the deletion on the storage role (A's agent).
     expect(await queuesOf(s, handle, 'mergeOnHost')).toEqual([hostTaskQueue(b.hostId)]);
-    expect(await queuesOf(s, handle, 'deleteVolumes')).toEqual(['livemerge-storage']);
+    expect(await queuesOf(s, handle, 'recordAndDelete')).toEqual(['livemerge-storage']);
     expect(await exists(chain[1]!.path)).toBe(false);
     // B's libvirtd runs the VM on base alone, byte for byte what the guest saw.
     const live = parseDomainDiskChains(await vm.domain.xml())[0]!;

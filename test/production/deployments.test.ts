@@ -333,7 +333,7 @@ async function assertRanOn(s: ProcessStack, workflowId: string, build: Build): P
       part: ownPids.get((a.identity ?? '').split('@')[0] ?? ''),
     }));
     expect(parts.find((p) => p.what.startsWith('mergeOnHost '))?.part).toBe('host');
-    expect(parts.find((p) => p.what.startsWith('deleteVolumes '))?.part).toBe('storage');
+    expect(parts.find((p) => p.what.startsWith('recordAndDelete '))?.part).toBe('storage');
   }
   const info = (await s.client.workflow.getHandle(workflowId).describe()).raw.workflowExecutionInfo;
   expect(info?.versioningInfo?.deploymentVersion?.buildId, workflowId).toBe(build);
