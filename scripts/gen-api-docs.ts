@@ -135,7 +135,8 @@ const STAGES: Record<Stage, string> = {
   verifying:
     'checking that the merged volumes are gone from the live and the persistent chain (reported by cold merges; a live merge’s host unit checks right after the pivot)',
   recording: 'updating the volume metadata (merged volumes ILLEGAL, new parent, snapshot id)',
-  deleting: 'deleting the merged volumes (each behind the deletion guard)',
+  deleting:
+    'deleting the merged volumes (each behind the deletion guard; a merge started since lean histories v3 records and deletes in one step and shows `recording` until both are done)',
   done: 'finished: the workflow completed',
   failed: 'the workflow failed (see its failure type)',
   cancelled: 'the workflow was cancelled before the point of no return; the chain is as it was',
