@@ -1,4 +1,5 @@
-import type { StorageActivities } from '../contracts';
+import type { RecordMergeInput, StorageActivities } from '../contracts';
+import { nonRetryable } from '../failures';
 import { noBreakpoint } from '../breakpoints';
 import { makeDeleteVolumes } from './delete-volumes';
 import type { StorageActivityDeps } from './deps';
@@ -39,8 +40,10 @@ export function makeRecordMerge(deps: StorageActivityDeps): StorageActivities['r
 
 /**
  * Steps 7 and 8 as one task: nothing happens between them that a crash could leave half done which
- * the two alone would not. Idempotent as they are: a retry finds the metadata recorded and the deleted
- * volumes gone. The breakpoints carry the two steps' names, so a harness stops before either as before.
+ * the two alone would not. Idempotent: a merged-away volume already gone means the deletion began, which
+ * only follows a finished record, so a retry then only deletes the rest (the remaining ones must be
+ * ILLEGAL, as the record left them, or it refuses); otherwise each step redoes only what is not done.
+ * The breakpoints carry the two steps' names, so a harness stops before either as before.
  */
 export function makeRecordAndDelete(deps: StorageActivityDeps): StorageActivities['recordAndDelete'] {
   const record = makeRecordMerge(deps);
@@ -48,7 +51,7 @@ export function makeRecordAndDelete(deps: StorageActivityDeps): StorageActivitie
   const breakpoint = deps.breakpoint ?? noBreakpoint;
   return async (input) => {
     await breakpoint('recordMerge');
-    await record(input);
+    if (!(await deletionBegun(deps, input))) await record(input);
     await breakpoint('deleteVolumes');
     return await del({
       storageDomainId: input.storageDomainId,
@@ -56,4 +59,18 @@ export function makeRecordAndDelete(deps: StorageActivityDeps): StorageActivitie
       volumeIds: input.removedVolumeIds,
     });
   };
+}
+
+/** Whether a merged-away volume is gone (the record is then done); refuses a state no record leaves. */
+async function deletionBegun(deps: StorageActivityDeps, input: RecordMergeInput): Promise<boolean> {
+  const sd = await openDomain(deps, input.storageDomainId);
+  const removed = await Promise.all(input.removedVolumeIds.map((id) => sd.findVolume(input.imageId, id)));
+  if (!removed.includes(null)) return false;
+  const legal = removed.filter((v) => v?.legality === 'LEGAL').map((v) => v?.volumeId);
+  if (legal.length > 0)
+    throw nonRetryable(
+      'DeletionRefused',
+      `image ${input.imageId}: merged volumes are partly gone but ${legal.join(', ')} still LEGAL: not what a recorded merge leaves`,
+    );
+  return true;
 }
