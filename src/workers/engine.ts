@@ -6,18 +6,12 @@ import { holdInterceptorsFromEnv } from '../testing/holds';
 import { livenessInterceptors } from './liveness-interceptor';
 import { deploymentOptions } from './versioning';
 import { logContextInterceptors } from './log-context';
-
-/**
- * Evaluated once in the reused V8 context and shared (frozen) by every workflow, instead of once per
- * workflow: zod holds no per-workflow state, and building it again for each workflow was about a tenth of
- * the workflow thread's CPU (issue 13). Tests bundle with it too.
- */
-export const PRELOADED_WORKFLOW_MODULES = ['zod'];
+import { engineWorkflowBundle } from './workflow-bundle';
 
 export interface EngineWorkerOptions {
   connection: NativeConnection;
   namespace: string;
-  /** A pre-built bundle (tests build it once per file); default: bundle src/workflows at start. */
+  /** A bundle made by the caller (tests build it once per file); default: engineWorkflowBundle(). */
   workflowBundle?: WorkerOptions['workflowBundle'];
   activities?: object;
   /** This build's deployment version (every workflow PINNED, versioning.ts); undefined: unversioned. */
@@ -30,18 +24,10 @@ export async function createEngineWorker(opts: EngineWorkerOptions): Promise<Wor
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: ENGINE_TASK_QUEUE,
-    ...(opts.workflowBundle
-      ? { workflowBundle: opts.workflowBundle }
-      : {
-          workflowsPath: require.resolve('../workflows'),
-          bundlerOptions: { preloadModules: PRELOADED_WORKFLOW_MODULES },
-        }),
+    workflowBundle: opts.workflowBundle ?? (await engineWorkflowBundle()),
     activities: opts.activities ?? {},
-    interceptors: {
-      activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()],
-      // A pre-built bundle carries its own (test/helpers/temporal.ts bundles the same module).
-      ...(opts.workflowBundle ? {} : { workflowModules: [require.resolve('../workflows/log-context')] }),
-    },
+    // The workflow interceptors are in the bundle (workflow-bundle.ts).
+    interceptors: { activity: [livenessInterceptors, logContextInterceptors, ...holdInterceptorsFromEnv()] },
     ...deploymentOptions(opts.deployment),
   });
 }

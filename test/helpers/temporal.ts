@@ -7,7 +7,7 @@ import { afterAll, inject } from 'vitest';
 
 import type { TemporalTls } from '../../src/config';
 import { temporalConnectionOptions } from '../../src/config';
-import { PRELOADED_WORKFLOW_MODULES } from '../../src/workers/engine';
+import { workflowBundleOptions } from '../../src/workers/workflow-bundle';
 import { poolNamespace } from './namespaces';
 
 export const NAMESPACE = poolNamespace();
@@ -77,13 +77,7 @@ export function temporalEnv(): Record<string, string> {
 let bundle: ReturnType<typeof bundleWorkflowCode> | undefined;
 /** The workflow bundle is built once per test file (webpack takes seconds). */
 export function workflowBundle(): ReturnType<typeof bundleWorkflowCode> {
-  bundle ??= bundleWorkflowCode({
-    workflowsPath: path.resolve(__dirname, '../../src/workflows/index.ts'),
-    // What the engine bundles (src/workers/engine.ts), so that replay runs the same interceptors.
-    workflowInterceptorModules: [path.resolve(__dirname, '../../src/workflows/log-context.ts')],
-    preloadModules: PRELOADED_WORKFLOW_MODULES,
-    logger: { trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error, log() {} },
-  });
+  bundle ??= bundleWorkflowCode(workflowBundleOptions(path.resolve(__dirname, '../../src/workflows'), '.ts'));
   return bundle;
 }
 

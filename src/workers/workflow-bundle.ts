@@ -1,0 +1,44 @@
+// The engine's workflow code as one webpack bundle, made the same way everywhere: by scripts/build.sh
+// into dist/workflow-bundle.js (the compiled engine loads that file: no webpack in the worker process,
+// ~1.5 s and ~125 MB of RSS less at start, docs/benchmarks.md), at start when the engine runs from the
+// sources (tsx), and once per file by the tests and the replay test.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { BundleOptions, WorkerOptions } from '@temporalio/worker';
+import { bundleWorkflowCode } from '@temporalio/worker';
+
+/**
+ * Evaluated once in the reused V8 context and shared (frozen) by every workflow, instead of once per
+ * workflow: zod holds no per-workflow state, and building it again for each workflow was about a tenth of
+ * the workflow thread's CPU (issue 13).
+ */
+export const PRELOADED_WORKFLOW_MODULES = ['zod'];
+
+/** The bundle of the workflows in `dir` (src/workflows with ext '.ts', dist/workflows with '.js'). */
+export function workflowBundleOptions(dir: string, ext: '.ts' | '.js'): BundleOptions {
+  return {
+    workflowsPath: path.join(dir, `index${ext}`),
+    workflowInterceptorModules: [path.join(dir, `log-context${ext}`)],
+    preloadModules: PRELOADED_WORKFLOW_MODULES,
+    // webpack's own progress lines are not the worker's business; its warnings and errors are.
+    logger: { trace() {}, debug() {}, info() {}, log() {}, warn: console.warn, error: console.error },
+  };
+}
+
+/** Where the build writes the compiled workflows' bundle: beside them, in dist/. */
+const PREBUILT = path.resolve(__dirname, '../workflow-bundle.js');
+
+/** The engine's bundle: the build's when this is the compiled engine, else made now from the sources. */
+export async function engineWorkflowBundle(): Promise<NonNullable<WorkerOptions['workflowBundle']>> {
+  if (__filename.endsWith('.js') && fs.existsSync(PREBUILT)) return { codePath: PREBUILT };
+  const ext = __filename.endsWith('.js') ? '.js' : '.ts';
+  return await bundleWorkflowCode(workflowBundleOptions(path.resolve(__dirname, '../workflows'), ext));
+}
+
+/** scripts/build.sh: writes the bundle of the compiled workflows to `out`. */
+export async function writeWorkflowBundle(out: string): Promise<void> {
+  const { code } = await bundleWorkflowCode(
+    workflowBundleOptions(path.resolve(__dirname, '../workflows'), '.js'),
+  );
+  await fs.promises.writeFile(out, code);
+}
