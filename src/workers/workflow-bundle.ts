@@ -4,8 +4,9 @@
 // sources (tsx), and once per file by the tests and the replay test.
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Logger } from '@temporalio/common';
 import type { BundleOptions, WorkerOptions } from '@temporalio/worker';
-import { bundleWorkflowCode } from '@temporalio/worker';
+import { Runtime, bundleWorkflowCode } from '@temporalio/worker';
 
 /**
  * Evaluated once in the reused V8 context and shared (frozen) by every workflow, instead of once per
@@ -15,13 +16,17 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 export const PRELOADED_WORKFLOW_MODULES = ['zod'];
 
 /** The bundle of the workflows in `dir` (src/workflows with ext '.ts', dist/workflows with '.js'). */
-export function workflowBundleOptions(dir: string, ext: '.ts' | '.js'): BundleOptions {
+export function workflowBundleOptions(
+  dir: string,
+  ext: '.ts' | '.js',
+  // By default webpack's warnings and errors only (the build, the tests): its progress lines are noise there.
+  logger: Logger = { trace() {}, debug() {}, info() {}, log() {}, warn: console.warn, error: console.error },
+): BundleOptions {
   return {
     workflowsPath: path.join(dir, `index${ext}`),
     workflowInterceptorModules: [path.join(dir, `log-context${ext}`)],
     preloadModules: PRELOADED_WORKFLOW_MODULES,
-    // webpack's own progress lines are not the worker's business; its warnings and errors are.
-    logger: { trace() {}, debug() {}, info() {}, log() {}, warn: console.warn, error: console.error },
+    logger,
   };
 }
 
@@ -32,7 +37,9 @@ const PREBUILT = path.resolve(__dirname, '../workflow-bundle.js');
 export async function engineWorkflowBundle(): Promise<NonNullable<WorkerOptions['workflowBundle']>> {
   if (__filename.endsWith('.js') && fs.existsSync(PREBUILT)) return { codePath: PREBUILT };
   const ext = __filename.endsWith('.js') ? '.js' : '.ts';
-  return await bundleWorkflowCode(workflowBundleOptions(path.resolve(__dirname, '../workflows'), ext));
+  // In the worker's own log (JSON lines), as when the SDK bundles.
+  const dir = path.resolve(__dirname, '../workflows');
+  return await bundleWorkflowCode(workflowBundleOptions(dir, ext, Runtime.instance().logger));
 }
 
 /** scripts/build.sh: writes the bundle of the compiled workflows to `out`. */
