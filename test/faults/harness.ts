@@ -40,6 +40,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 import { failureTypeOf } from '../helpers/workflows';
+import { activityRun } from '../helpers/history';
 
 const exec = promisify(execFile);
 const MiB = 1 << 20;
@@ -523,6 +524,23 @@ async function assertCompleted(
   );
 }
 
+/**
+ * Held with 1 of 2 volumes deleted. A fault that fails the deletion step (the storage role killed, libvirt
+ * gone from under the guard) makes its retry find the deletion begun: the record is not redone, the volume
+ * already gone counts as such, and only the other is deleted (the branch, read from the step's result).
+ */
+async function assertDeletionResumed(
+  handle: WorkflowHandle,
+  fault: Fault,
+  mid: StoredVolume,
+  leaf: StoredVolume,
+): Promise<void> {
+  const run = await activityRun(handle, 'recordAndDelete');
+  if (fault === 'storage-kill' || fault === 'libvirtd-restart') expect(run.attempt).toBeGreaterThan(1);
+  if (run.attempt > 1) expect(run.result).toEqual({ deleted: [leaf.volumeId], alreadyGone: [mid.volumeId] });
+  else expect(run.result).toEqual({ deleted: [mid.volumeId, leaf.volumeId], alreadyGone: [] });
+}
+
 /** What a merge failed by a VM crash must have left: the whole chain, LEGAL, unchanged, audited. */
 async function assertCrashedCleanly(
   ctx: FaultContext,
@@ -570,7 +588,7 @@ export async function runCell(ctx: FaultContext, cell: Cell): Promise<CellResult
     await stack.waitHealthy();
     if (cell.fault === 'libvirtd-restart' && !ctx.simHost) await waitForLibvirtdAlone(ctx);
     sc = await setUp(ctx, cell);
-    const [base, , leaf] = sc.chain as [StoredVolume, StoredVolume, StoredVolume];
+    const [base, mid, leaf] = sc.chain as [StoredVolume, StoredVolume, StoredVolume];
     const input: MergeDiskInput = {
       vmId: sc.vmId,
       storageDomainId: sc.sd.id,
@@ -641,6 +659,8 @@ export async function runCell(ctx: FaultContext, cell: Cell): Promise<CellResult
       if (cell.offsetMs === undefined) expect(expectsVmCrashed(cell)).toBe(false);
       await assertCompleted(ctx, sc, handle, watch.stop());
       watch = undefined;
+      if (cell.stage === 'deletion-partial' && cell.offsetMs === undefined)
+        await assertDeletionResumed(handle, cell.fault, mid, leaf);
       if (cell.fault === 'vm-crash') await restartVmAndCompare(ctx, sc, base.path);
     }
     const seconds = (Date.now() - t0) / 1000;
