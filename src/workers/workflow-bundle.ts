@@ -32,20 +32,19 @@ export function workflowBundleOptions(
 
 /** Where the build writes the compiled workflows' bundle: beside them, in dist/. */
 const PREBUILT = path.resolve(__dirname, '../workflow-bundle.js');
+/** The workflows beside this module: dist/workflows when compiled, src/workflows under tsx. */
+const WORKFLOWS_DIR = path.resolve(__dirname, '../workflows');
+const EXT = __filename.endsWith('.js') ? '.js' : '.ts';
 
 /** The engine's bundle: the build's when this is the compiled engine, else made now from the sources. */
 export async function engineWorkflowBundle(): Promise<NonNullable<WorkerOptions['workflowBundle']>> {
-  if (__filename.endsWith('.js') && fs.existsSync(PREBUILT)) return { codePath: PREBUILT };
-  const ext = __filename.endsWith('.js') ? '.js' : '.ts';
+  if (EXT === '.js' && fs.existsSync(PREBUILT)) return { codePath: PREBUILT };
   // In the worker's own log (JSON lines), as when the SDK bundles.
-  const dir = path.resolve(__dirname, '../workflows');
-  return await bundleWorkflowCode(workflowBundleOptions(dir, ext, Runtime.instance().logger));
+  return await bundleWorkflowCode(workflowBundleOptions(WORKFLOWS_DIR, EXT, Runtime.instance().logger));
 }
 
 /** scripts/build.sh: writes the bundle of the compiled workflows to `out`. */
 export async function writeWorkflowBundle(out: string): Promise<void> {
-  const { code } = await bundleWorkflowCode(
-    workflowBundleOptions(path.resolve(__dirname, '../workflows'), '.js'),
-  );
+  const { code } = await bundleWorkflowCode(workflowBundleOptions(WORKFLOWS_DIR, '.js'));
   await fs.promises.writeFile(out, code);
 }
