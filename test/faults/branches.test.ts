@@ -229,11 +229,17 @@ describe('a retry takes the branch that recognises work already done', () => {
     await expectDiskMerged(vm, 0);
     // Recording and deleting are one storage task (lean histories v3): its retry is the branch taken.
     expect((await activityRun(handle, 'recordAndDelete')).attempt).toBeGreaterThan(1);
-    // It failed in 2 of 4 fresh-clone runs (2026-12-03), never alone: the message says which attempts ran where.
-    expect(
-      stack.logTail('storage', 400),
-      `lock owner ${JSON.stringify(owner)}, held ${JSON.stringify(held)}, attempts ${await attemptsOf(handle)}`,
-    ).toContain('image lock: broke the lock of a dead owner');
+    // The worker's logger buffers activity records (the SDK orders them with its core's for 100 ms or
+    // more before writing them): the line follows the result, so it is waited for.
+    await until(
+      'the storage agent to log the broken lock',
+      () => stack.logTail('storage', 400).includes('image lock: broke the lock of a dead owner'),
+      30_000,
+    ).catch(async (err: unknown) => {
+      throw new Error(
+        `${String(err)}: lock owner ${JSON.stringify(owner)}, held ${JSON.stringify(held)}, attempts ${await attemptsOf(handle)}\n${stack.logTail('storage', 400)}`,
+      );
+    });
   });
 
   it('libvirtd down at deletion: the deletion guard refuses (retryably) and deletes once libvirtd answers', async () => {
