@@ -214,6 +214,27 @@ describe('a retry takes the branch that recognises work already done', () => {
     expect(unit.result).toMatchObject({ start: 'already-done', pivot: 'none' });
   });
 
+  it('VM crashed and agent killed after the pivot call returned: the retry finds the pivot in the definition, the merge completes', async () => {
+    const vm = await snapshottedVm();
+    const base = vm.chains[0]![0]!.path;
+    stack.hold('pivot-returned');
+    const handle = await mergeLeaf(vm);
+    await stack.waitHeld('pivot-returned', handle.workflowId);
+    // libvirt wrote the pivot into the persistent definition: the VM comes back on the base.
+    expect((await diskChainOf(ctx, vm.vmId, true)).join()).toBe(base);
+    await withDom(ctx, vm.vmId, (d) => d.destroy());
+    await stack.kill('host');
+    stack.release('pivot-returned');
+    await stack.startPart('host');
+    await succeeded(handle);
+    await expectDiskMerged(vm, 0);
+    // The branch: the retry met a stopped VM whose definition holds the base only (not VmCrashed).
+    const unit = await activityRun(handle, 'mergeOnHost');
+    expect(unit.attempt).toBeGreaterThan(1);
+    expect(unit.result).toMatchObject({ start: 'already-done', pivot: 'none' });
+    expect(await diskChainOf(ctx, vm.vmId, true)).toEqual([base]);
+  });
+
   it("storage agent killed holding an image lock: the retry breaks the dead owner's lock", async () => {
     const vm = await snapshottedVm();
     const lockFile = `${vm.sd.imageDir(vm.images[0]!)}/.image.lock`;

@@ -27,7 +27,9 @@ export async function jobWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
 
 /**
  * Step 3. Idempotent: a job of the same kind already running on the disk is adopted; a chain that no
- * longer holds the removed volumes means the job already did its work.
+ * longer holds the removed volumes means the job already did its work. That holds for a VM that stopped
+ * too: libvirt writes a pivot (or a completed commit) into the persistent definition, so a VM that went
+ * down after it (an attempt that died past the pivot, then the VM crashed) is merged, not crashed.
  */
 export async function startOrAdopt(
   dom: Domain,
@@ -36,8 +38,11 @@ export async function startOrAdopt(
   /** False when this merge's job was already started once: a job gone before its work was done is a failure. */
   mayStart = true,
 ): Promise<StartJobResult['status']> {
-  if (!isActive(await stateOf(dom)))
+  if (!isActive(await stateOf(dom))) {
+    // A stopped domain's XML is its persistent definition.
+    if (await jobWorkDone(dom, job)) return 'already-done';
     throw nonRetryable('VmCrashed', `VM ${job.vmId} is not running: the merge cannot start`);
+  }
   const info = await dom.blockJobInfo(job.diskTarget);
   if (info) {
     if (info.type === JOB_TYPE[job.jobKind]) return 'adopted';
