@@ -181,56 +181,59 @@ describe('the host finishes what it started', () => {
   });
 });
 
+/**
+ * Merges vm's leaf with the host agent killed while held at `breakpoint` (`atHold` runs first, with the
+ * VM's chain as the hold left it); the merge must complete on the restarted agent. Returns the host unit.
+ */
+async function mergeWithHostKilledAt(
+  vm: Vm,
+  breakpoint: string,
+  atHold: () => Promise<void>,
+  bandwidthBytesPerSec?: number,
+): Promise<Awaited<ReturnType<typeof activityRun>>> {
+  stack.hold(breakpoint);
+  const handle = await mergeLeaf(vm, bandwidthBytesPerSec);
+  await stack.waitHeld(breakpoint, handle.workflowId);
+  await atHold();
+  await stack.kill('host');
+  stack.release(breakpoint);
+  await stack.startPart('host');
+  await succeeded(handle);
+  await expectDiskMerged(vm, 0);
+  const unit = await activityRun(handle, 'mergeOnHost');
+  expect(unit.attempt).toBeGreaterThan(1);
+  return unit;
+}
+
 describe('a retry takes the branch that recognises work already done', () => {
   it('agent killed after the block commit was issued: the retry adopts the running job', async () => {
     const vm = await snapshottedVm(1, 8);
-    stack.hold('startJob-issued');
-    const handle = await mergeLeaf(vm, 2 * MiB);
-    await stack.waitHeld('startJob-issued', handle.workflowId);
-    expect(await withDom(ctx, vm.vmId, (d) => d.blockJobInfo('vda'))).not.toBeNull();
-    await stack.kill('host');
-    stack.release('startJob-issued');
-    await stack.startPart('host');
-    await succeeded(handle);
-    await expectDiskMerged(vm, 0);
-    const unit = await activityRun(handle, 'mergeOnHost');
-    expect(unit.attempt).toBeGreaterThan(1);
+    const unit = await mergeWithHostKilledAt(
+      vm,
+      'startJob-issued',
+      async () => expect(await withDom(ctx, vm.vmId, (d) => d.blockJobInfo('vda'))).not.toBeNull(),
+      2 * MiB,
+    );
     expect(unit.result).toMatchObject({ start: 'adopted', pivot: 'pivoted' });
   });
 
   it('agent killed after the pivot call returned: the retry finds the merge done and only verifies', async () => {
     const vm = await snapshottedVm();
-    stack.hold('pivot-returned');
-    const handle = await mergeLeaf(vm);
-    await stack.waitHeld('pivot-returned', handle.workflowId);
-    expect((await diskChainOf(ctx, vm.vmId, false)).join()).toBe(vm.chains[0]![0]!.path);
-    await stack.kill('host');
-    stack.release('pivot-returned');
-    await stack.startPart('host');
-    await succeeded(handle);
-    await expectDiskMerged(vm, 0);
-    const unit = await activityRun(handle, 'mergeOnHost');
-    expect(unit.attempt).toBeGreaterThan(1);
+    const unit = await mergeWithHostKilledAt(vm, 'pivot-returned', async () =>
+      expect((await diskChainOf(ctx, vm.vmId, false)).join()).toBe(vm.chains[0]![0]!.path),
+    );
     expect(unit.result).toMatchObject({ start: 'already-done', pivot: 'none' });
   });
 
   it('VM crashed and agent killed after the pivot call returned: the retry finds the pivot in the definition, the merge completes', async () => {
     const vm = await snapshottedVm();
     const base = vm.chains[0]![0]!.path;
-    stack.hold('pivot-returned');
-    const handle = await mergeLeaf(vm);
-    await stack.waitHeld('pivot-returned', handle.workflowId);
-    // libvirt wrote the pivot into the persistent definition: the VM comes back on the base.
-    expect((await diskChainOf(ctx, vm.vmId, true)).join()).toBe(base);
-    await withDom(ctx, vm.vmId, (d) => d.destroy());
-    await stack.kill('host');
-    stack.release('pivot-returned');
-    await stack.startPart('host');
-    await succeeded(handle);
-    await expectDiskMerged(vm, 0);
+    const unit = await mergeWithHostKilledAt(vm, 'pivot-returned', async () => {
+      // libvirt wrote the pivot into the persistent definition: the VM comes back on the base.
+      expect((await diskChainOf(ctx, vm.vmId, true)).join()).toBe(base);
+      await withDom(ctx, vm.vmId, (d) => d.destroy());
+    });
     // The branch: the retry met a stopped VM whose definition holds the base only (not VmCrashed).
-    const unit = await activityRun(handle, 'mergeOnHost');
-    expect(unit.attempt).toBeGreaterThan(1);
     expect(unit.result).toMatchObject({ start: 'already-done', pivot: 'none' });
     expect(await diskChainOf(ctx, vm.vmId, true)).toEqual([base]);
   });
