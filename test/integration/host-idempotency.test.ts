@@ -178,6 +178,36 @@ describe('every host activity, run twice, leaves the state of one run', () => {
   });
 });
 
+describe('a stopped VM: the chain it boots from decides whether its merge is done', () => {
+  it('startJob: VmCrashed while the definition and the headers below it hold top, an intermediate top too', async () => {
+    const t = await setUp();
+    await createSnapshot(t.s, t.vm.uuid);
+    const chain = await t.s.sd.readChain(t.imageId); // base, the first snapshot's leaf, the new leaf
+    const intermediate: JobRef = {
+      ...t.job,
+      jobKind: 'commit',
+      topPath: chain[1]!.path,
+      removedPaths: [chain[1]!.path],
+    };
+    await t.vm.domain.destroy();
+    expect((await t.state()).persistent).toEqual([chain[2]!.path, chain[1]!.path, chain[0]!.path]);
+    await expect(call(t.s, t.host, 'startJob', intermediate)).rejects.toMatchObject({ type: 'VmCrashed' });
+    await expect(call(t.s, t.host, 'abortJob', intermediate)).resolves.toEqual({
+      aborted: false,
+      merged: false,
+    });
+  });
+
+  it('startJob after the pivot and a crash: already-done (libvirt wrote the pivot into the definition)', async () => {
+    const t = await setUp();
+    await call(t.s, t.host, 'mergeOnHost', { ...t.job, expectedLeafPath: t.chain[0]!.path });
+    await t.vm.domain.destroy();
+    expect((await t.state()).persistent).toEqual([t.chain[0]!.path]);
+    expect((await call(t.s, t.host, 'startJob', t.job)).status).toBe('already-done');
+    expect(await call(t.s, t.host, 'abortJob', t.job)).toEqual({ aborted: false, merged: true });
+  });
+});
+
 describe('setDiskSources of two disks at once (the cold merges of removeSnapshot run in parallel)', () => {
   it('both changes are in the definition: neither redefinition undoes the other', async () => {
     const s = await useStack();

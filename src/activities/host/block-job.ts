@@ -5,6 +5,7 @@ import { isNotReadyForPivot } from '../../libvirt/retryable';
 import type { AbortJobResult, HostActivities, JobKind, JobRef, StartJobResult } from '../contracts';
 import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
+import { walkLeafChain } from './chains';
 import { releaseWorkflowHolds } from './vm-hold';
 import { diskChain, isActive, stateOf, withVm } from './vm';
 
@@ -26,10 +27,22 @@ export async function jobWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
 }
 
 /**
+ * A stopped VM: true when the chain it boots from (its definition's disk source, then the qcow2 headers
+ * below it, as QEMU opens it; a definition need not spell the chain out) holds no removed path. libvirt
+ * writes a pivot into the definition and a completed commit into the headers; an unfinished job neither.
+ */
+export async function definitionWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
+  const source = (await diskChain(dom, job.diskTarget, true))?.[0];
+  if (!source) throw nonRetryable('ChainMismatch', `disk ${job.diskTarget} is gone from VM ${job.vmId}`);
+  const chain = await walkLeafChain(source);
+  return job.removedPaths.every((p) => !chain.includes(p));
+}
+
+/**
  * Step 3. Idempotent: a job of the same kind already running on the disk is adopted; a chain that no
  * longer holds the removed volumes means the job already did its work. That holds for a VM that stopped
- * too: libvirt writes a pivot (or a completed commit) into the persistent definition, so a VM that went
- * down after it (an attempt that died past the pivot, then the VM crashed) is merged, not crashed.
+ * too (definitionWorkDone): one that went down after its pivot (an attempt died past the pivot, then
+ * the VM crashed) is merged, not crashed.
  */
 export async function startOrAdopt(
   dom: Domain,
@@ -39,8 +52,7 @@ export async function startOrAdopt(
   mayStart = true,
 ): Promise<StartJobResult['status']> {
   if (!isActive(await stateOf(dom))) {
-    // A stopped domain's XML is its persistent definition.
-    if (await jobWorkDone(dom, job)) return 'already-done';
+    if (await definitionWorkDone(dom, job)) return 'already-done';
     throw nonRetryable('VmCrashed', `VM ${job.vmId} is not running: the merge cannot start`);
   }
   const info = await dom.blockJobInfo(job.diskTarget);
@@ -106,11 +118,7 @@ export async function pivotDisk(dom: Domain, job: JobRef): Promise<'pivoted' | '
  * passed the point of no return (pivoted, or a job that completed): then the merge must be finished.
  */
 export async function abortDisk(dom: Domain, job: JobRef): Promise<AbortJobResult> {
-  if (!isActive(await stateOf(dom))) {
-    // A stopped VM's definition names the base only if it pivoted before it stopped.
-    const source = (await diskChain(dom, job.diskTarget, true))?.[0];
-    return { aborted: false, merged: job.jobKind === 'active-commit' && source === job.basePath };
-  }
+  if (!isActive(await stateOf(dom))) return { aborted: false, merged: await definitionWorkDone(dom, job) };
   let aborted = false;
   if (await dom.blockJobInfo(job.diskTarget)) {
     // Without ASYNC, libvirt returns once QEMU has ended the job; the chain is then as it was.

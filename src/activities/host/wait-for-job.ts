@@ -2,10 +2,9 @@ import { Context } from '@temporalio/activity';
 import { BlockJobStatus } from '../../libvirt/constants';
 import { isNoDomainError } from '../../libvirt/errors';
 import type { HostActivities, JobRef, WaitResult } from '../contracts';
-import { walkLeafChain } from './chains';
 import type { HostActivityDeps } from './deps';
-import { jobWorkDone } from './block-job';
-import { diskChain, isActive, mirrorReady, stateOf, withVm } from './vm';
+import { definitionWorkDone, jobWorkDone } from './block-job';
+import { isActive, mirrorReady, stateOf, withVm } from './vm';
 
 const STATUS_NAME: Record<number, string> = { 0: 'COMPLETED', 1: 'FAILED', 2: 'CANCELED', 3: 'READY' };
 
@@ -109,17 +108,17 @@ export function waitForJobEvent(
   };
 }
 
-/** The VM stopped: the job is gone with it. Did it finish its work first (qcow2 headers decide)? */
+/**
+ * The VM stopped: the job is gone with it. Did it finish its work first? An active commit waiting for READY
+ * has not pivoted, so its definition still names top and this says no.
+ */
 async function afterStop(
   dom: Parameters<Parameters<typeof withVm>[2]>[0],
   job: JobRef,
   cur: number,
   end: number,
 ): Promise<WaitResult> {
-  const top = (await diskChain(dom, job.diskTarget, true))?.[0];
-  const chain = top ? await walkLeafChain(top) : [];
-  const done = job.jobKind !== 'active-commit' && job.removedPaths.every((p) => !chain.includes(p));
-  return done
+  return (await definitionWorkDone(dom, job))
     ? { outcome: 'completed', cur: end, end }
     : {
         outcome: 'vm-stopped',
