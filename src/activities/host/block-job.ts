@@ -33,7 +33,8 @@ export async function jobWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
  */
 export async function definitionWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
   const source = (await diskChain(dom, job.diskTarget, true))?.[0];
-  if (!source) throw nonRetryable('ChainMismatch', `disk ${job.diskTarget} is gone from VM ${job.vmId}`);
+  // A disk the definition lacks (attached to the running VM only) is not booted from at all: not merged.
+  if (!source) return false;
   const chain = await walkLeafChain(source);
   return job.removedPaths.every((p) => !chain.includes(p));
 }
