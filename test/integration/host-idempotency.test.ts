@@ -198,6 +198,25 @@ describe('a stopped VM: the chain it boots from decides whether its merge is don
     });
   });
 
+  it('startJob after an intermediate commit completed and a crash: already-done (the headers skip top)', async () => {
+    const t = await setUp();
+    await createSnapshot(t.s, t.vm.uuid);
+    const chain = await t.s.sd.readChain(t.imageId);
+    const intermediate: JobRef = {
+      ...t.job,
+      jobKind: 'commit',
+      topPath: chain[1]!.path,
+      removedPaths: [chain[1]!.path],
+    };
+    expect((await call(t.s, t.host, 'startJob', intermediate)).status).toBe('started');
+    expect((await call(t.s, t.host, 'waitForJob', { ...intermediate, expect: 'completed' })).outcome).toBe(
+      'completed',
+    );
+    await t.vm.domain.destroy();
+    expect((await call(t.s, t.host, 'startJob', intermediate)).status).toBe('already-done');
+    expect(await call(t.s, t.host, 'abortJob', intermediate)).toEqual({ aborted: false, merged: true });
+  });
+
   it('startJob after the pivot and a crash: already-done (libvirt wrote the pivot into the definition)', async () => {
     const t = await setUp();
     await call(t.s, t.host, 'mergeOnHost', { ...t.job, expectedLeafPath: t.chain[0]!.path });
