@@ -31,6 +31,8 @@
 //        options: --sizes 64,512 --concurrency 1,8 --chains 2,10 --reps 3 --layer-mib 8 --chain-mib 4
 //                 --batch 8 (VMs defined/set up at a time) --no-cli --skip a,b,c
 //                 --profile DIR (issue 13: profile the stack it starts; an error when a stack already runs)
+//                 --engines K (K engine workers on the queue: the stack's and K-1 more that it starts and stops;
+//                 each one's RSS is sampled as "engine", "engine 2", …)
 // --profile DIR starts the stack with NODE_OPTIONS="--require bench/cpu-prof-preload.cjs --require
 // bench/eld-preload.cjs" (Node 20 refuses --cpu-prof in NODE_OPTIONS; the preloads start the same V8
 // profiler through node:inspector, and an event-loop-delay monitor) and LIVEMERGE_METRICS_ADDRESS (default
@@ -41,7 +43,7 @@
 // during the removals (utime+stime, /proc/<pid>/stat; the workers' by thread name too), the machine's busy
 // share and the SDK's RPC counts by operation (the workers' temporal_request metrics). Read the profiles with
 // `npx tsx bench/profile-summary.ts DIR`.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -79,6 +81,7 @@ const { values: args } = parseArgs({
     'no-cli': { type: 'boolean', default: false },
     skip: { type: 'string', default: '' },
     profile: { type: 'string' },
+    engines: { type: 'string' },
   },
   strict: true,
 });
@@ -101,6 +104,7 @@ const opts = {
   cli: !args['no-cli'],
   skip: new Set(args.skip.split(',').filter(Boolean)),
   profile: args.profile === undefined ? undefined : path.resolve(args.profile),
+  engines: list(args.engines, [1])[0]!,
 };
 
 // ---------------------------------------------------------------------------------------------- helpers
@@ -157,6 +161,21 @@ interface Sampled {
   name: string;
   pid: number;
 }
+/**
+ * The environment of the stack's engine worker (what `dev up` gave it: the hosts, the data dir), for another
+ * engine beside it; without its metrics address, which only one process can bind.
+ */
+function engineEnv(pid: number | undefined): NodeJS.ProcessEnv {
+  if (pid === undefined) throw new Error('--engines: the stack has no engine worker to copy');
+  const env: NodeJS.ProcessEnv = {};
+  for (const kv of fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')) {
+    const i = kv.indexOf('=');
+    if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  delete env.LIVEMERGE_METRICS_ADDRESS;
+  return env;
+}
+
 /** kB values of /proc/PID/status (VmRSS, VmHWM), or undefined when the process is gone. */
 function procStatus(pid: number): { rss: number; hwm: number } | undefined {
   try {
@@ -610,6 +629,45 @@ async function main(): Promise<void> {
     const connection = await Connection.connect(temporalConnectionOptions(config));
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace: config.temporalNamespace });
+    /** Engine worker number k beside the stack's, polling like it; stopped (SIGTERM) at the end. */
+    const startEngine = async (k: number): Promise<number> => {
+      const logFile = path.join(config.dataDir, 'logs', `bench-engine-${k}.log`);
+      fs.mkdirSync(path.dirname(logFile), { recursive: true });
+      const fd = fs.openSync(logFile, 'a');
+      const child = spawn(process.execPath, [CLI, 'worker', 'engine'], {
+        env: engineEnv(enginePid),
+        stdio: ['ignore', fd, fd],
+      });
+      fs.closeSync(fd);
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      cleanups.push(async () => {
+        child.kill('SIGTERM');
+        await exited;
+      });
+      const pid = child.pid!;
+      for (const started = Date.now(); ; await new Promise((r) => setTimeout(r, 200))) {
+        const res = await connection.workflowService.describeTaskQueue({
+          namespace: config.temporalNamespace,
+          taskQueue: {
+            name: ENGINE_TASK_QUEUE,
+            kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL,
+          },
+          taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        });
+        if (res.pollers?.some((p) => p.identity?.startsWith(`${pid}@`))) return pid;
+        if (child.exitCode !== null) throw new Error(`engine ${k} exited at start; log ${logFile}`);
+        if (Date.now() - started > 60_000)
+          throw new Error(`engine ${k} does not poll after 60 s; log ${logFile}`);
+      }
+    };
+    for (let k = 2; k <= opts.engines; k++) procs.push({ name: `engine ${k}`, pid: await startEngine(k) });
+    if (opts.engines > 1)
+      log(
+        `engines: ${procs
+          .filter((p) => p.name.startsWith('engine'))
+          .map((p) => p.pid)
+          .join(', ')}`,
+      );
     const conn = await LibvirtConnection.open(config.libvirtUri);
     cleanups.push(() => conn.close());
     const sd = await StorageDomain.create(config.storageRoot, randomUUID());
@@ -940,6 +998,7 @@ async function main(): Promise<void> {
       const idle = procs
         .map((p) => `${p.name} ${((procStatus(p.pid)?.rss ?? NaN) / 1024).toFixed(0)}`)
         .join(', ');
+      const engineNames = procs.map((p) => p.name).filter((n) => n.startsWith('engine'));
       const rows: string[] = [];
       const latRows: string[] = [];
       const retryNotes: string[] = [];
@@ -1039,7 +1098,7 @@ async function main(): Promise<void> {
           retryNotes.push(`N=${n} ${a.type} attempt ${a.attempt}, before it: ${a.lastFailure ?? '?'}`);
         const mib = (x: number | undefined) => (x === undefined ? '–' : x.toFixed(0));
         rows.push(
-          `| ${n} | ${domains} | ${secs(lm.ms)} | ${secs(vv.ms)} | ${secs(api.ms)} | ${ratio(lm.ms, vv.ms)} | ${ratio(lm.ms, api.ms)} | ${lmFailed.length} / ${vFailed.length} / ${apiFailed.length} | ${mib(lmPeak.engine)} | ${mib(lmPeak['host agent'])} | ${mib(lmPeak.libvirtd)} / ${mib(vPeak.libvirtd)} | ${mib(lmPeak.temporal)} | ${median(trees.map((t) => t.events))} | ${timedOut} | ${failedActs} | ${retried.length}${retried.length ? ` (${[...new Set(retried.map((a) => `${a.type} attempt ${a.attempt}`))].join(', ')})` : ''} |`,
+          `| ${n} | ${domains} | ${secs(lm.ms)} | ${secs(vv.ms)} | ${secs(api.ms)} | ${ratio(lm.ms, vv.ms)} | ${ratio(lm.ms, api.ms)} | ${lmFailed.length} / ${vFailed.length} / ${apiFailed.length} | ${engineNames.map((e) => mib(lmPeak[e])).join(' / ')} | ${mib(lmPeak['host agent'])} | ${mib(lmPeak.libvirtd)} / ${mib(vPeak.libvirtd)} | ${mib(lmPeak.temporal)} | ${median(trees.map((t) => t.events))} | ${timedOut} | ${failedActs} | ${retried.length}${retried.length ? ` (${[...new Set(retried.map((a) => `${a.type} attempt ${a.attempt}`))].join(', ')})` : ''} |`,
         );
         const types = [...new Set(acts.map((a) => a.type))];
         for (const type of types) {
@@ -1058,7 +1117,7 @@ async function main(): Promise<void> {
       );
       print();
       print(
-        '| N | domains on the host | livemerge s | virsh s | libvirt API s | livemerge / virsh | livemerge / API | failed (lm / virsh / API) | engine RSS | host agent RSS | libvirtd RSS | temporal RSS | events per removal (median) | activity timeouts | activity failures | attempts > 1 |',
+        '| N | domains on the host | livemerge s | virsh s | libvirt API s | livemerge / virsh | livemerge / API | failed (lm / virsh / API) | engine RSS (each engine worker) | host agent RSS | libvirtd RSS | temporal RSS | events per removal (median) | activity timeouts | activity failures | attempts > 1 |',
       );
       print(
         '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
