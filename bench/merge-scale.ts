@@ -459,7 +459,11 @@ interface Tree {
 /** The history of a workflow run and, recursively, of every child it started (vm-lock:* included). */
 async function historyTree(client: Client, workflowId: string, runId?: string, tree?: Tree): Promise<Tree> {
   const t: Tree = tree ?? { workflows: [], events: 0, activities: 0, acts: [] };
-  const events = (await client.workflow.getHandle(workflowId, runId).fetchHistory()).events ?? [];
+  const handle = client.workflow.getHandle(workflowId, runId);
+  // The lock closes a moment after its holder (terminated by the holder's close policy): counted once closed.
+  for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((r) => setTimeout(r, 20)))
+    if ((await handle.describe()).status.name !== 'RUNNING') break;
+  const events = (await handle.fetchHistory()).events ?? [];
   const byId = new Map(events.map((e) => [String(e.eventId), e]));
   let activities = 0;
   const children: Array<{ id: string; runId?: string }> = [];

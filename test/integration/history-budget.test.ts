@@ -4,6 +4,7 @@
 import type { WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { describe, expect, it } from 'vitest';
+import { pollUntil } from '../helpers/poll';
 import { useStack } from '../helpers/stack';
 import { startRemoveSnapshot, vmWithSnapshot } from '../helpers/workflows';
 
@@ -42,6 +43,14 @@ describe('history budget', () => {
         (e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId ?? [],
       );
       expect(childIds.map((id) => id.split(':')[0])).toEqual(['vm-lock', 'merge-disk']);
+      // The server terminates the lock after the removal has closed (its parent close policy), a moment
+      // after the result: its history is read once that is recorded.
+      const lockHandle = s.client.workflow.getHandle(childIds[0]!);
+      await pollUntil(
+        async () => (await lockHandle.describe()).status.name === 'TERMINATED',
+        10_000,
+        'the removal’s close to terminate its VM lock',
+      );
       const histories = [
         { id: h.workflowId, events: parent },
         ...(await Promise.all(
