@@ -55,6 +55,7 @@ import { temporal } from '@temporalio/proto';
 import { testVmXml } from '../src/cli/dev/vm-xml';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../src/config';
+import { pollerIdentities, waitFor } from '../src/devstack/health';
 import { ProcessRegistry } from '../src/devstack/processes';
 import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
 import type { Domain } from '../src/libvirt';
@@ -649,20 +650,21 @@ async function main(): Promise<void> {
         await exited;
       });
       const pid = child.pid!;
-      for (const started = Date.now(); ; await new Promise((r) => setTimeout(r, 200))) {
-        const res = await connection.workflowService.describeTaskQueue({
-          namespace: config.temporalNamespace,
-          taskQueue: {
-            name: ENGINE_TASK_QUEUE,
-            kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL,
-          },
-          taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        });
-        if (res.pollers?.some((p) => p.identity?.startsWith(`${pid}@`))) return pid;
-        if (child.exitCode !== null) throw new Error(`engine ${k} exited at start; log ${logFile}`);
-        if (Date.now() - started > 60_000)
-          throw new Error(`engine ${k} does not poll after 60 s; log ${logFile}`);
-      }
+      await waitFor(
+        `engine ${k} (pid ${pid}) to poll ${ENGINE_TASK_QUEUE}; log ${logFile}`,
+        async () => {
+          if (child.exitCode !== null) throw new Error(`engine ${k} exited at start; log ${logFile}`);
+          const ids = await pollerIdentities(
+            connection,
+            config.temporalNamespace,
+            ENGINE_TASK_QUEUE,
+            'workflow',
+          );
+          return ids.some((id) => id.startsWith(`${pid}@`));
+        },
+        60_000,
+      );
+      return pid;
     };
     for (let k = 2; k <= opts.engines; k++) procs.push({ name: `engine ${k}`, pid: await startEngine(k) });
     if (opts.engines > 1)

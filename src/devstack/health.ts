@@ -19,13 +19,13 @@ export async function temporalHealthy(
   }
 }
 
-/** Number of pollers seen on a task queue (a running worker polls continuously). */
-export async function pollerCount(
+/** The identities (`<pid>@<host>`) of the pollers seen on a task queue (a running worker polls continuously). */
+export async function pollerIdentities(
   connection: Connection,
   namespace: string,
   taskQueue: string,
   kind: 'workflow' | 'activity',
-): Promise<number> {
+): Promise<string[]> {
   const res = await connection.workflowService.describeTaskQueue({
     namespace,
     taskQueue: { name: taskQueue, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
@@ -34,7 +34,17 @@ export async function pollerCount(
         ? temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
         : temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
   });
-  return res.pollers?.length ?? 0;
+  return (res.pollers ?? []).map((p) => p.identity ?? '');
+}
+
+/** Number of pollers seen on a task queue. */
+export async function pollerCount(
+  connection: Connection,
+  namespace: string,
+  taskQueue: string,
+  kind: 'workflow' | 'activity',
+): Promise<number> {
+  return (await pollerIdentities(connection, namespace, taskQueue, kind)).length;
 }
 
 export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {

@@ -23,8 +23,11 @@ const PIVOT_RETRY_FOR_MS = 60_000;
 export async function jobWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
   const chain = await diskChain(dom, job.diskTarget, false);
   if (!chain) throw nonRetryable('ChainMismatch', `disk ${job.diskTarget} is gone from VM ${job.vmId}`);
-  return job.removedPaths.every((p) => !chain.includes(p));
+  return holdsNoRemoved(chain, job);
 }
+
+const holdsNoRemoved = (chain: string[], job: JobRef): boolean =>
+  job.removedPaths.every((p) => !chain.includes(p));
 
 /**
  * A stopped VM: true when the chain it boots from (its definition's disk source, then the qcow2 headers
@@ -35,8 +38,7 @@ export async function definitionWorkDone(dom: Domain, job: JobRef): Promise<bool
   const source = (await diskChain(dom, job.diskTarget, true))?.[0];
   // A disk the definition lacks (attached to the running VM only) is not booted from at all: not merged.
   if (!source) return false;
-  const chain = await walkLeafChain(source);
-  return job.removedPaths.every((p) => !chain.includes(p));
+  return holdsNoRemoved(await walkLeafChain(source), job);
 }
 
 /**
