@@ -11,7 +11,7 @@ import path from 'node:path';
 import * as prettier from 'prettier';
 import { z } from 'zod';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
-import { SEARCH_ATTRIBUTES } from '../src/devstack/temporal-server';
+import { SEARCH_ATTRIBUTES } from '../src/common/search-attributes';
 import {
   BackupVmInput,
   CreateSnapshotInput,
@@ -689,6 +689,19 @@ For example, the merges running on a VM:
 \`\`\`sh
 temporal workflow list ${CONNECTION} \\
   --query 'LivemergeVmId="<vmId>" AND ExecutionStatus="Running"'
+\`\`\`
+
+A service that knows the VM (and its host) can give a removal, merge, snapshot or backup these values at its
+start, as the \`livemerge\` CLI does: \`LivemergeVmId\`, \`LivemergeStage\` \`inspecting\` and, when known,
+\`LivemergeHostId\`. The workflow then does not set them again (up to two history events fewer per
+operation), and corrects the host once it has found the VM elsewhere. A removal's merges get theirs from it.
+
+\`\`\`sh
+temporal workflow start ${CONNECTION} \\
+  --task-queue ${ENGINE_TASK_QUEUE} --type removeSnapshot --workflow-id remove-snapshot:<vmId>:<snapshotId> \\
+  --search-attribute 'LivemergeVmId="<vmId>"' --search-attribute 'LivemergeStage="inspecting"' \\
+  --search-attribute 'LivemergeHostId="<hostId>"' \\
+  --input '{"vmId":"<vmId>","snapshotId":"<snapshotId>"}'
 \`\`\`
 
 ## The \`progress\` query

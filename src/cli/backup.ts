@@ -199,6 +199,7 @@ export function registerBackup(program: Command): void {
             input,
             normalise: normaliseBackup(BackupVmInput),
             what: `backup ${backupId}`,
+            vm,
           });
           announce(config, opts.json, workflowId, attached ? 'already running: attached' : 'started');
           if (!opts.wait) return { workflowId, status: 'RUNNING', backupId, disks: [] };

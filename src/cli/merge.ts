@@ -78,6 +78,7 @@ export function registerMerge(program: Command): void {
             input,
             normalise: normaliseMerge(MergeDiskInput),
             what: `a merge of disk ${disk.target} of VM ${vm.name}`,
+            vm,
             wait: opts.wait === true,
             json: opts.json === true,
           }),

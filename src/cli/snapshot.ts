@@ -72,6 +72,7 @@ export function registerSnapshot(program: Command): void {
           input,
           normalise: normaliseCreate(CreateSnapshotInput),
           what: `snapshot ${snapshotId}`,
+          vm,
         });
         announce(config, opts.json, workflowId, attached ? 'already running: attached' : 'started');
         const o = await outcomeOf(handle);
@@ -173,6 +174,7 @@ export function registerSnapshot(program: Command): void {
             input,
             normalise: normaliseRemove(RemoveSnapshotInput),
             what: `removal of snapshot ${snapshotId}`,
+            vm,
             wait: opts.wait === true,
             json: opts.json === true,
           });

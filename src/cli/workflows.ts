@@ -8,6 +8,7 @@ import {
   arrayFromPayloads,
 } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
+import { startSearchAttributes } from '../common/search-attributes';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
 import type { Config } from '../config';
 import { temporalConnectionOptions } from '../config';
@@ -72,6 +73,8 @@ export interface StartOptions<T> {
   normalise: (input: unknown) => unknown;
   /** What to call a different request in the error message. */
   what: string;
+  /** The VM as the CLI found it: the workflow starts with its search attributes (no upsert of its own). */
+  vm: { vmId: string; hostId: string };
 }
 
 /**
@@ -87,6 +90,7 @@ export async function startOrAttach<T>(
       taskQueue: ENGINE_TASK_QUEUE,
       workflowId: o.workflowId,
       args: [o.input],
+      typedSearchAttributes: startSearchAttributes(o.vm.vmId, o.vm.hostId),
     });
     return { handle, attached: false };
   } catch (err) {

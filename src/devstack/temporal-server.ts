@@ -1,8 +1,7 @@
 // The real Temporal dev server (the official CLI installed by set-up), persistent on a SQLite file.
 import path from 'node:path';
+import { SEARCH_ATTRIBUTES } from '../common/search-attributes';
 import { REPO_ROOT } from '../config';
-
-export const SEARCH_ATTRIBUTES = ['LivemergeVmId', 'LivemergeHostId', 'LivemergeStage'] as const;
 
 export function temporalCliPath(): string {
   return process.env.LIVEMERGE_TEMPORAL_CLI ?? path.join(REPO_ROOT, '.tools', 'venv', 'bin', 'temporal');

@@ -18,7 +18,7 @@ import { backupCopies, backups, hostActivities, storage } from './activities';
 import { audit, inspectWholeVm, validated } from './common';
 import { createSnapshot } from './create-snapshot';
 import { fail, failureType, parseInput } from './failures';
-import { ProgressTracker, progressQuery } from './progress';
+import { ProgressTracker, childSearchAttributes, progressQuery } from './progress';
 import { removeSnapshot } from './remove-snapshot';
 import { backupDoneSignal, backupProgressSignal } from './signals';
 import { acquireVmLock, inheritVmLock } from './vm-lock';
@@ -139,6 +139,7 @@ async function backupLocked(
       workflowId: `create-snapshot:${input.vmId}:${backupId}`,
       args: [{ vmId: input.vmId, snapshotId: backupId, hostId, description: `backup ${backupId}` }],
       ...inheritVmLock(input.vmId),
+      ...childSearchAttributes(input.vmId, hostId),
     });
     snapshotTaken = true;
 
@@ -349,6 +350,7 @@ async function mergeBack(vmId: string, backupId: string, hostId: string): Promis
     workflowId: `remove-snapshot:${vmId}:${backupId}`,
     args: [{ vmId, snapshotId: backupId, hostId }],
     ...inheritVmLock(vmId),
+    ...childSearchAttributes(vmId, hostId),
   });
 }
 

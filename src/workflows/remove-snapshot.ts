@@ -19,7 +19,7 @@ import { fail, failureType, parseInput } from './failures';
 import { lean, leanV2, leanV3 } from './lean';
 import { mergeDisk } from './merge-disk';
 import { MergeMetric } from './metrics';
-import { ProgressTracker, initialProgress, progressQuery } from './progress';
+import { ProgressTracker, childSearchAttributes, initialProgress, progressQuery } from './progress';
 import { diskHostStageSignal, diskProgressSignal } from './signals';
 import { VM_LOCK_PATCH, inheritVmLock, startVmLock, withVmLock } from './vm-lock';
 
@@ -146,6 +146,7 @@ async function mergeAll(
         // request may differ from ours.
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
         ...childOptions,
+        ...childSearchAttributes(input.vmId, hostId),
         args: [
           {
             vmId: input.vmId,

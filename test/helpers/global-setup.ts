@@ -6,7 +6,8 @@ import { defineSearchAttributeKey } from '@temporalio/common';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { TestProject } from 'vitest/node';
 import type { TemporalTls } from '../../src/config';
-import { SEARCH_ATTRIBUTES, temporalCliPath } from '../../src/devstack/temporal-server';
+import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
+import { temporalCliPath } from '../../src/devstack/temporal-server';
 import { POOL_NAMESPACES } from './namespaces';
 
 declare module 'vitest' {

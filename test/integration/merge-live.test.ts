@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
-import { HOST_ID_KEY, STAGE_KEY, VM_ID_KEY } from '../../src/workflows/progress';
+import { HOST_ID_KEY, STAGE_KEY, VM_ID_KEY } from '../../src/common/search-attributes';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createTempDir } from '../helpers/vm-fixture';

@@ -13,7 +13,7 @@ import { parse } from 'yaml';
 import { registerWorker } from '../../src/cli/worker';
 import { isHostId } from '../../src/common/ids';
 import { REPO_ROOT, loadConfig, workerDeploymentVersion } from '../../src/config';
-import { SEARCH_ATTRIBUTES } from '../../src/devstack/temporal-server';
+import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
 
 const COMPOSE_FILE = path.join(REPO_ROOT, 'docker-compose.yml');
 const SCHEMA_FILE = path.join(REPO_ROOT, 'test', 'fixtures', 'compose-spec', 'compose-spec.json');

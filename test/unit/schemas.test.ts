@@ -24,7 +24,7 @@ import {
 } from '../../scripts/gen-api-docs';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { REPO_ROOT } from '../../src/config';
-import { SEARCH_ATTRIBUTES } from '../../src/devstack/temporal-server';
+import { SEARCH_ATTRIBUTES } from '../../src/common/search-attributes';
 import { FailureType } from '../../src/schemas/progress';
 import { ProgressAnswers, WorkflowResults } from '../../src/schemas/results';
 import type * as results from '../../src/schemas/results';
