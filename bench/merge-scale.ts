@@ -53,7 +53,7 @@ import { promisify, parseArgs } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { testVmXml } from '../src/cli/dev/vm-xml';
-import { startSearchAttributes } from '../src/common/search-attributes';
+import { operationStartOptions } from '../src/common/history-round';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../src/config';
 import { pollerIdentities, waitFor } from '../src/devstack/health';
@@ -788,11 +788,8 @@ async function main(): Promise<void> {
         taskQueue: ENGINE_TASK_QUEUE,
         workflowId,
         args: [{ vmId: vm.uuid, snapshotId }],
-        // As the CLI starts it (docs/api.md): the VM's search attributes at the start, the stack's one host.
-        typedSearchAttributes: startSearchAttributes(
-          vm.uuid,
-          config.hosts.length === 1 ? config.hosts[0] : undefined,
-        ),
+        // As the CLI starts it: its memo and the VM's search attributes (the stack's one host).
+        ...operationStartOptions(vm.uuid, config.hosts.length === 1 ? config.hosts[0] : undefined),
       })) as RemoveSnapshotResult;
       const failed = r.disks.filter((d) => d.status !== 'merged');
       if (failed.length > 0) throw new Error(`${workflowId}: ${JSON.stringify(failed)}`);

@@ -695,6 +695,10 @@ A service that knows the VM (and its host) can give a removal, merge, snapshot o
 start, as the \`livemerge\` CLI does: \`LivemergeVmId\`, \`LivemergeStage\` \`inspecting\` and, when known,
 \`LivemergeHostId\`. The workflow then does not set them again (up to two history events fewer per
 operation), and corrects the host once it has found the VM elsewhere. A removal's merges get theirs from it.
+(The CLI also names its build's history round in the memo, \`livemergeHistory\`, which saves the patch
+marker's two events; a service need not: \`docs/upgrades.md\`.)
+
+<!-- example: removeSnapshot.startWithSearchAttributes -->
 
 \`\`\`sh
 temporal workflow start ${CONNECTION} \\

@@ -8,7 +8,7 @@ import {
   arrayFromPayloads,
 } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
-import { startSearchAttributes } from '../common/search-attributes';
+import { operationStartOptions } from '../common/history-round';
 import { ENGINE_TASK_QUEUE } from '../common/task-queues';
 import type { Config } from '../config';
 import { temporalConnectionOptions } from '../config';
@@ -73,7 +73,7 @@ export interface StartOptions<T> {
   normalise: (input: unknown) => unknown;
   /** What to call a different request in the error message. */
   what: string;
-  /** The VM as the CLI found it: the workflow starts with its search attributes (no upsert of its own). */
+  /** The VM as the CLI found it: the workflow starts with its search attributes and the history round. */
   vm: { vmId: string; hostId: string };
 }
 
@@ -90,7 +90,7 @@ export async function startOrAttach<T>(
       taskQueue: ENGINE_TASK_QUEUE,
       workflowId: o.workflowId,
       args: [o.input],
-      typedSearchAttributes: startSearchAttributes(o.vm.vmId, o.vm.hostId),
+      ...operationStartOptions(o.vm.vmId, o.vm.hostId),
     });
     return { handle, attached: false };
   } catch (err) {

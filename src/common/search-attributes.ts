@@ -9,10 +9,10 @@ export const STAGE_KEY = defineSearchAttributeKey('LivemergeStage', SearchAttrib
 export const SEARCH_ATTRIBUTES = [VM_ID_KEY.name, HOST_ID_KEY.name, STAGE_KEY.name] as const;
 
 /**
- * The values a removal or merge of `vmId` sets first (the VM, `inspecting`, and the host when the starter
- * knows it), given at its start. A workflow of lean history round 4 does not upsert a value its start
- * already carries: two upserts (events) fewer when its starter knows the host. A host that turns out to be
- * wrong is corrected by the workflow once it has found the VM.
+ * The values an operation on `vmId` (a removal, merge, snapshot or backup) sets first: the VM,
+ * `inspecting`, and the host when the starter knows it, given at its start. A workflow of lean history
+ * round 4 does not upsert a value its start already carries: up to two upserts (events) fewer. A host that
+ * turns out to be wrong is corrected by the workflow once it has found the VM.
  */
 export function startSearchAttributes(vmId: string, hostId?: string): SearchAttributePair[] {
   return [

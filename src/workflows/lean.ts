@@ -4,29 +4,54 @@
 // The second round (leanV2) ends the VM lock with its holder's close instead of a release signal; the
 // third (leanV3) takes the lock before anything is read, reads the chains in the locating probe, records
 // and deletes in one storage step, and holds the lock with a workflow that never needs a worker. The
-// fourth (leanV4) does not upsert a search attribute whose value its start already carries: a removal
-// gives its merges theirs at their start, and the CLI gives a removal or merge its own.
+// fourth (leanV4) does not upsert a search attribute whose value its start already carries (a removal
+// gives its merges theirs at their start, a backup its snapshot and merge-back, and the CLI every
+// operation its VM's), and takes its round from the CLI's memo as a child takes it from its parent's.
 import { patched, workflowInfo } from '@temporalio/workflow';
+import { HISTORY_ROUND_MEMO, LATEST_HISTORY_ROUND } from '../common/history-round';
 
 export const LEAN_HISTORY_PATCH = 'livemerge-lean-history';
 export const LEAN_HISTORY_V2_PATCH = 'livemerge-lean-history-2';
 export const LEAN_HISTORY_V3_PATCH = 'livemerge-lean-history-3';
 export const LEAN_HISTORY_V4_PATCH = 'livemerge-lean-history-4';
 
-/** The memo key by which a v3+ workflow tells its children its round (no marker of their own). */
-const HISTORY_MEMO = 'livemergeHistory';
+const ROUND_PATCHES = [
+  LEAN_HISTORY_PATCH,
+  LEAN_HISTORY_V2_PATCH,
+  LEAN_HISTORY_V3_PATCH,
+  LEAN_HISTORY_V4_PATCH,
+] as const;
 
-/** The round a parent gave this child in its memo (part of its first event, so replay decides the same). */
-const givenRound = (): unknown => workflowInfo().memo?.[HISTORY_MEMO];
+let given: number | null | undefined;
 
 /**
- * The fourth round. A child knows its round from its memo: its history has no patch marker and no
- * TemporalChangeVersion upsert; a child given round 3 stays on round 3.
+ * The round the starter named in the memo (a parent for its child, the CLI), decided once per workflow
+ * (module state is per workflow in the sandbox); null: decided by patch markers. A round this build does
+ * not know counts as none, so a newer starter's workflow records this build's marker. A worker of an
+ * earlier round did the same (it ignored the memo and recorded its own round's marker): replaying a
+ * history that has such a marker, the marker decides, as it did for that worker.
+ */
+function givenRound(): number | null {
+  if (given !== undefined) return given;
+  const memo = workflowInfo().memo?.[HISTORY_ROUND_MEMO];
+  given = typeof memo === 'number' && memo >= 3 && memo <= LATEST_HISTORY_ROUND ? memo : null;
+  if (given !== null && workflowInfo().unsafe.isReplaying)
+    for (const patch of ROUND_PATCHES.slice(0, given - 1).reverse())
+      if (patched(patch)) {
+        given = null;
+        break;
+      }
+  return given;
+}
+
+/**
+ * The fourth round. A workflow whose starter named it (a v4 parent's child, the CLI's) has no patch marker
+ * and no TemporalChangeVersion upsert; a child named round 3 stays on round 3.
  */
 export const leanV4 = (): boolean =>
-  givenRound() === 4 || (givenRound() === undefined && patched(LEAN_HISTORY_V4_PATCH));
+  givenRound() === 4 || (givenRound() === null && patched(LEAN_HISTORY_V4_PATCH));
 
-/** The third round (a child given round 3 or 4 by its parent knows it from its memo). */
+/** The third round (a child named round 3 or 4 by its parent knows it from its memo). */
 export const leanV3 = (): boolean => leanV4() || givenRound() === 3 || patched(LEAN_HISTORY_V3_PATCH);
 
 /** The second round of lean histories: the VM lock is released by its holder's close. */
@@ -40,6 +65,6 @@ export const lean = (): boolean => leanV2() || patched(LEAN_HISTORY_PATCH);
 
 /** The memo a v3+ workflow gives each child it starts: its own round (empty before v3). */
 export function historyMemo(): Record<string, number> {
-  if (leanV4()) return { [HISTORY_MEMO]: 4 };
-  return leanV3() ? { [HISTORY_MEMO]: 3 } : {};
+  if (leanV4()) return { [HISTORY_ROUND_MEMO]: 4 };
+  return leanV3() ? { [HISTORY_ROUND_MEMO]: 3 } : {};
 }

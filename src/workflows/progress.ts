@@ -1,5 +1,5 @@
 // The `progress` query, the UI's current details and the Livemerge* search attributes, kept in step.
-import type { SearchAttributeUpdatePair } from '@temporalio/common';
+import type { SearchAttributePair, SearchAttributeUpdatePair } from '@temporalio/common';
 import {
   defineQuery,
   setCurrentDetails,
@@ -7,7 +7,6 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { SearchAttributePair } from '@temporalio/common';
 import { HOST_ID_KEY, STAGE_KEY, VM_ID_KEY, startSearchAttributes } from '../common/search-attributes';
 import type { Progress, Stage } from '../schemas/progress';
 import { lean, leanV3, leanV4 } from './lean';
@@ -30,7 +29,7 @@ const SEARCHED_STAGES: readonly Stage[] = [
 
 /**
  * The start options of a child on `vmId`'s host (v4): its search attributes at its start, so that it
- * upserts none of them itself (two events fewer per child).
+ * upserts none of them itself (its first upsert: one event fewer per merge, two per snapshot).
  */
 export function childSearchAttributes(
   vmId: string,
@@ -136,8 +135,9 @@ export class ProgressTracker {
   }
 
   /**
-   * v4: the values the start carries count as sent (an upsert of the same value changes nothing). Read at
-   * the first upsert, before any: the start's values, the same in every replay.
+   * v4: the values the workflow carries count as sent (an upsert of the same value changes nothing). Read
+   * at its first upsert, which in a new v4 workflow comes before any other: the start's values (in an
+   * older one resumed on this build, those it has then); the same in every replay.
    */
   private seedFromStart(): void {
     this.seeded = true;

@@ -194,4 +194,31 @@ describe('docs/api.md: removeSnapshot through the temporal CLI', () => {
       true,
     );
   });
+
+  it('a removal started with the documented search attributes does not upsert them itself', async () => {
+    const other = await vmWithSnapshot(s);
+    try {
+      const v = { ...values({}), vmId: other.vm.uuid, snapshotId: other.snapshotId, hostId: s.hostId };
+      const started = await runDocumented('removeSnapshot.startWithSearchAttributes', docs, v);
+      expect(started, started.stderr).toMatchObject({ code: 0 });
+      const result = await runDocumented('removeSnapshot.result', docs, v);
+      expect(result, result.stderr).toMatchObject({ code: 0 });
+      expect((JSON.parse(result.stdout) as CliResult).status).toBe('COMPLETED');
+      const handle = s.client.workflow.getHandle(documentedWorkflowId(docs, v));
+      // Its upserts: the SDK's for the patch marker (TemporalChangeVersion) and its end; none of the VM
+      // or the host, which the start carried (the temporal CLI's typed Keyword values).
+      const upserts = ((await handle.fetchHistory()).events ?? []).flatMap((e) => {
+        const fields = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields;
+        return fields ? [Object.keys(fields).sort()] : [];
+      });
+      expect(upserts).toEqual([['TemporalChangeVersion'], ['LivemergeStage']]);
+      expect((await handle.describe()).searchAttributes).toMatchObject({
+        LivemergeVmId: [other.vm.uuid],
+        LivemergeHostId: [s.hostId],
+        LivemergeStage: ['done'],
+      });
+    } finally {
+      await other.vm.cleanup();
+    }
+  });
 });

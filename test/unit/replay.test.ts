@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
+import { HISTORY_ROUND_MEMO } from '../../src/common/history-round';
 import { workflowBundle } from '../helpers/temporal';
 
 const DIR = path.resolve(__dirname, '../fixtures/histories');
@@ -59,4 +60,34 @@ describe('replay of recorded histories', () => {
     expect(failures).toEqual([]);
     expect(replayed).toBe(names.length);
   });
+
+  // An unversioned fleet mid-upgrade: a start that names a round in its memo (the CLI's, a parent's for its
+  // child) taken by a worker of an earlier round, which ignores the memo and records its own round's patch
+  // marker. These are such histories: real ones of each round, with the later round named in their start's
+  // memo (what that worker received). They replay on this build as that worker ran them.
+  it.each([
+    { recorded: 'removeSnapshot-completed-lean-v3.json', named: 4 },
+    { recorded: 'mergeDisk-completed-lean-v3.json', named: 4 },
+    { recorded: 'removeSnapshot-completed-lean-v2.json', named: 4 },
+    { recorded: 'mergeDisk-completed-lean-v2.json', named: 3 },
+    { recorded: 'removeSnapshot-completed-lean.json', named: 4 },
+    { recorded: 'mergeDisk-completed-lean-live.json', named: 3 },
+  ])(
+    'replays $recorded as run by its round for a start naming round $named',
+    { timeout: 60_000 },
+    async ({ recorded, named }) => {
+      const history = JSON.parse(await fs.readFile(path.join(DIR, recorded), 'utf8')) as {
+        events: Array<{ workflowExecutionStartedEventAttributes?: { memo?: { fields?: object } } }>;
+      };
+      const start = history.events[0]!.workflowExecutionStartedEventAttributes!;
+      const b64 = (x: string) => Buffer.from(x).toString('base64');
+      start.memo = {
+        fields: {
+          ...start.memo?.fields,
+          [HISTORY_ROUND_MEMO]: { metadata: { encoding: b64('json/plain') }, data: b64(String(named)) },
+        },
+      };
+      await Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history);
+    },
+  );
 });
