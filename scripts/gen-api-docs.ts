@@ -696,7 +696,8 @@ start, as the \`livemerge\` CLI does: \`LivemergeVmId\`, \`LivemergeStage\` \`in
 \`LivemergeHostId\`. The workflow then does not set them again (up to two history events fewer per
 operation), and corrects the host once it has found the VM elsewhere. A removal's merges get theirs from it.
 (The CLI also names its build's history round in the memo, \`livemergeHistory\`, which saves the patch
-marker's two events; a service need not: \`docs/upgrades.md\`.)
+marker's two events. A service should not: a round it names stays named under later builds, and an engine
+from before round 1 cannot replay it: \`docs/upgrades.md\`.)
 
 <!-- example: removeSnapshot.startWithSearchAttributes -->
 

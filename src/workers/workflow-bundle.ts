@@ -11,7 +11,8 @@ import { Runtime, bundleWorkflowCode } from '@temporalio/worker';
 /**
  * Evaluated once in the reused V8 context and shared (frozen) by every workflow, instead of once per
  * workflow: zod holds no per-workflow state, and building it again for each workflow was about a tenth of
- * the workflow thread's CPU (issue 13).
+ * the workflow thread's CPU (issue 13). Never one of ours with module state: src/workflows/lean.ts keeps
+ * each workflow's history round in its module, which is per workflow only when it is not preloaded.
  */
 export const PRELOADED_WORKFLOW_MODULES = ['zod'];
 

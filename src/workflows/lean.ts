@@ -15,7 +15,8 @@ export const LEAN_HISTORY_V2_PATCH = 'livemerge-lean-history-2';
 export const LEAN_HISTORY_V3_PATCH = 'livemerge-lean-history-3';
 export const LEAN_HISTORY_V4_PATCH = 'livemerge-lean-history-4';
 
-const ROUND_PATCHES = [
+/** Each round's patch, round 1 first. */
+export const ROUND_PATCHES = [
   LEAN_HISTORY_PATCH,
   LEAN_HISTORY_V2_PATCH,
   LEAN_HISTORY_V3_PATCH,
@@ -26,15 +27,19 @@ let given: number | null | undefined;
 
 /**
  * The round the starter named in the memo (a parent for its child, the CLI), decided once per workflow
- * (module state is per workflow in the sandbox); null: decided by patch markers. A round this build does
- * not know counts as none, so a newer starter's workflow records this build's marker. A worker of an
- * earlier round did the same (it ignored the memo and recorded its own round's marker): replaying a
- * history that has such a marker, the marker decides, as it did for that worker.
+ * (module state is per workflow in the sandbox: this module is not preloaded); null: decided by patch
+ * markers. A round this build does not know counts as none, so a newer starter's workflow records this
+ * build's marker. A worker of an earlier round did the same (it ignored the memo and recorded its own
+ * round's marker): replaying a history that has such a marker, the marker decides, as it did for that
+ * worker. The SDK knows a marker only once the replay has reached its workflow task: this is first asked
+ * in the first one (every workflow's first upsert asks lean(), in every round), where that worker
+ * recorded it. A build from before round 1 recorded none: docs/upgrades.md.
  */
 function givenRound(): number | null {
   if (given !== undefined) return given;
   const memo = workflowInfo().memo?.[HISTORY_ROUND_MEMO];
-  given = typeof memo === 'number' && memo >= 3 && memo <= LATEST_HISTORY_ROUND ? memo : null;
+  const named = typeof memo === 'number' && Number.isInteger(memo) ? memo : NaN;
+  given = named >= 3 && named <= LATEST_HISTORY_ROUND ? named : null;
   if (given !== null && workflowInfo().unsafe.isReplaying)
     for (const patch of ROUND_PATCHES.slice(0, given - 1).reverse())
       if (patched(patch)) {

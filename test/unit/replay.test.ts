@@ -5,7 +5,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
-import { HISTORY_ROUND_MEMO } from '../../src/common/history-round';
+import { HISTORY_ROUND_MEMO, LATEST_HISTORY_ROUND } from '../../src/common/history-round';
+import { ROUND_PATCHES } from '../../src/workflows/lean';
 import { workflowBundle } from '../helpers/temporal';
 
 const DIR = path.resolve(__dirname, '../fixtures/histories');
@@ -61,6 +62,10 @@ describe('replay of recorded histories', () => {
     expect(replayed).toBe(names.length);
   });
 
+  it('knows one patch per round, up to the latest round', () => {
+    expect(ROUND_PATCHES).toHaveLength(LATEST_HISTORY_ROUND);
+  });
+
   // An unversioned fleet mid-upgrade: a start that names a round in its memo (the CLI's, a parent's for its
   // child) taken by a worker of an earlier round, which ignores the memo and records its own round's patch
   // marker. These are such histories: real ones of each round, with the later round named in their start's
@@ -72,6 +77,10 @@ describe('replay of recorded histories', () => {
     { recorded: 'mergeDisk-completed-lean-v2.json', named: 3 },
     { recorded: 'removeSnapshot-completed-lean.json', named: 4 },
     { recorded: 'mergeDisk-completed-lean-live.json', named: 3 },
+    { recorded: 'createSnapshot-completed-lean.json', named: 4 },
+    { recorded: 'createSnapshot-cancelled-lean-v2.json', named: 4 },
+    { recorded: 'backupVm-completed.json', named: 4 },
+    { recorded: 'backupVm-failed-MergeInProgress.json', named: 4 },
   ])(
     'replays $recorded as run by its round for a start naming round $named',
     { timeout: 60_000 },
