@@ -19,7 +19,6 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Client } from '@temporalio/client';
 import { defineSearchAttributeKey } from '@temporalio/common';
-import type { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -37,15 +36,12 @@ import { StorageDomain } from '../src/storage/storage-domain';
 import { createEngineWorker } from '../src/workers/engine';
 import { createHostWorkers } from '../src/workers/host';
 import { fleetDomainXmls } from '../src/workers/libvirt-provider';
+import { eventMs } from './history-events';
 
 const exec = promisify(execFile);
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
-
-type Event = temporal.api.history.v1.IHistoryEvent;
-const eventMs = (e: Event): number =>
-  Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
 
 /** started → completed of every `type` activity of a workflow (its own run, without queueing), in ms. */
 async function activityMs(client: Client, workflowId: string, type: string): Promise<number[]> {

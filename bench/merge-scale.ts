@@ -62,11 +62,11 @@ import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } fro
 import type { Domain } from '../src/libvirt';
 import type { CreateSnapshotResult, RemoveSnapshotResult } from '../src/schemas/results';
 import { StorageDomain } from '../src/storage/storage-domain';
+import { eventMs } from './history-events';
 
 const exec = promisify(execFile);
 const MiB = 1 << 20;
 const CLI = path.join(REPO_ROOT, 'bin', 'livemerge.cjs');
-type Event = temporal.api.history.v1.IHistoryEvent;
 
 // ---------------------------------------------------------------------------------------------- options
 
@@ -113,8 +113,6 @@ const opts = {
 
 const log = (line: string): void =>
   void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
-const eventMs = (e: Event): number =>
-  Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
 function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -463,8 +461,11 @@ async function historyTree(client: Client, workflowId: string, runId?: string, t
   const t: Tree = tree ?? { workflows: [], events: 0, activities: 0, acts: [] };
   const handle = client.workflow.getHandle(workflowId, runId);
   // The lock closes a moment after its holder (terminated by the holder's close policy): counted once closed.
-  for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((r) => setTimeout(r, 20)))
-    if ((await handle.describe()).status.name !== 'RUNNING') break;
+  await waitFor(
+    `${workflowId} to close`,
+    async () => (await handle.describe()).status.name !== 'RUNNING',
+    10_000,
+  );
   const events = (await handle.fetchHistory()).events ?? [];
   const byId = new Map(events.map((e) => [String(e.eventId), e]));
   let activities = 0;

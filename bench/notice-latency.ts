@@ -10,19 +10,15 @@
 // Usage: npx livemerge dev up && npx tsx bench/notice-latency.ts [iterations=5]
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import type { temporal } from '@temporalio/proto';
 import { testVmXml } from '../src/cli/dev/vm-xml';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { loadConfig, temporalConnectionOptions } from '../src/config';
 import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
 import type { BlockJobEvent } from '../src/libvirt';
 import { StorageDomain } from '../src/storage/storage-domain';
+import { eventMs } from './history-events';
 
 const MiB = 1 << 20;
-
-function eventMs(e: temporal.api.history.v1.IHistoryEvent): number {
-  return Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
-}
 
 /** When the host unit completed, and when the workflow then scheduled its next step (recordMerge). */
 async function stepTimes(client: Client, workflowId: string): Promise<{ unitDone: number; next: number }> {

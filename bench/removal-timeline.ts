@@ -9,12 +9,10 @@
 import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { loadConfig, temporalConnectionOptions } from '../src/config';
+import { eventMs } from './history-events';
 
 type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
 const EventType = temporal.api.enums.v1.EventType;
-
-const timeOf = (e: HistoryEvent): number =>
-  Number(e.eventTime!.seconds) * 1000 + Math.floor((e.eventTime!.nanos ?? 0) / 1e6);
 
 interface Row {
   at: number;
@@ -48,7 +46,7 @@ function spans(who: string, events: HistoryEvent[]): string[] {
       const type = scheduled?.activityTaskScheduledEventAttributes?.activityType?.name ?? '?';
       if (scheduled && started)
         out.push(
-          `${who} activity ${type}: queued ${timeOf(started) - timeOf(scheduled)} ms, ran ${timeOf(e) - timeOf(started)} ms`,
+          `${who} activity ${type}: queued ${eventMs(started) - eventMs(scheduled)} ms, ran ${eventMs(e) - eventMs(started)} ms`,
         );
     }
     const wft = e.workflowTaskCompletedEventAttributes;
@@ -57,7 +55,7 @@ function spans(who: string, events: HistoryEvent[]): string[] {
       const started = byId.get(String(wft.startedEventId));
       if (scheduled && started)
         out.push(
-          `${who} workflow task ${String(scheduled.eventId)}: queued ${timeOf(started) - timeOf(scheduled)} ms, ran ${timeOf(e) - timeOf(started)} ms`,
+          `${who} workflow task ${String(scheduled.eventId)}: queued ${eventMs(started) - eventMs(scheduled)} ms, ran ${eventMs(e) - eventMs(started)} ms`,
         );
     }
   }
@@ -91,7 +89,7 @@ async function main(): Promise<void> {
       histories.push([child.workflowType?.name ?? child.workflowExecution.workflowId, events ?? []]);
     }
     const rows: Row[] = histories.flatMap(([who, events]) =>
-      events.map((event) => ({ at: timeOf(event), who, event })),
+      events.map((event) => ({ at: eventMs(event), who, event })),
     );
     rows.sort((a, b) => a.at - b.at);
     const first = rows[0]?.at ?? 0;

@@ -1,6 +1,6 @@
 // Starting livemerge workflows from tests exactly as a user's service would: by type, id and JSON input.
 import { randomUUID } from 'node:crypto';
-import type { WorkflowHandle } from '@temporalio/client';
+import type { WorkflowHandle, WorkflowStartOptions } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import type { MergeDiskInput, RemoveSnapshotInput } from '../../src/schemas/inputs';
 import type { Progress } from '../../src/schemas/progress';
@@ -41,11 +41,17 @@ export async function vmWithSnapshot(s: Stack): Promise<{ vm: TestVm; disk: VmDi
   return { vm, disk: disks[0]!, snapshotId };
 }
 
-export function startRemoveSnapshot(s: Stack, input: RemoveSnapshotInput): Promise<WorkflowHandle> {
+/** `extra`: more start options (e.g. the CLI's memo and search attributes, operationStartOptions). */
+export function startRemoveSnapshot(
+  s: Stack,
+  input: RemoveSnapshotInput,
+  extra: Pick<WorkflowStartOptions, 'memo' | 'typedSearchAttributes'> = {},
+): Promise<WorkflowHandle> {
   return s.client.workflow.start('removeSnapshot', {
     taskQueue: ENGINE_TASK_QUEUE,
     workflowId: `remove-snapshot:${input.vmId}:${input.snapshotId}`,
     args: [input],
+    ...extra,
   });
 }
 

@@ -6,7 +6,6 @@ import { temporal } from '@temporalio/proto';
 import { describe, expect, it } from 'vitest';
 import { pollUntil } from '../helpers/poll';
 import { useStack } from '../helpers/stack';
-import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { operationStartOptions } from '../../src/common/history-round';
 import { HOST_ID_KEY, STAGE_KEY, VM_ID_KEY } from '../../src/common/search-attributes';
 import type { RemoveSnapshotInput } from '../../src/schemas/inputs';
@@ -43,16 +42,16 @@ async function historyOf(h: WorkflowHandle): Promise<Event[]> {
 const startAsTheCli =
   (host?: string) =>
   (s: Stack, input: RemoveSnapshotInput): Promise<WorkflowHandle> =>
-    s.client.workflow.start('removeSnapshot', {
-      taskQueue: ENGINE_TASK_QUEUE,
-      workflowId: `remove-snapshot:${input.vmId}:${input.snapshotId}`,
-      args: [input],
-      ...operationStartOptions(input.vmId, host ?? s.hostId),
-    });
+    startRemoveSnapshot(s, input, operationStartOptions(input.vmId, host ?? s.hostId));
 
 describe('history budget', () => {
   it.each([
-    { start: 'bare', budget: BUDGET.bare, patchMarkers: 1, startRemoval: startRemoveSnapshot },
+    {
+      start: 'bare',
+      budget: BUDGET.bare,
+      patchMarkers: 1,
+      startRemoval: (s: Stack, input: RemoveSnapshotInput) => startRemoveSnapshot(s, input),
+    },
     {
       start: 'as the CLI does',
       budget: BUDGET.asTheCli,

@@ -179,8 +179,8 @@ describe('every host activity, run twice, leaves the state of one run', () => {
 });
 
 describe('a stopped VM: the chain it boots from decides whether its merge is done', () => {
-  it('startJob: VmCrashed while the definition and the headers below it hold top, an intermediate top too', async () => {
-    const t = await setUp();
+  /** A second snapshot, and the commit of the first snapshot's leaf (now intermediate) into the base. */
+  async function withSecondSnapshot(t: Awaited<ReturnType<typeof setUp>>) {
     await createSnapshot(t.s, t.vm.uuid);
     const chain = await t.s.sd.readChain(t.imageId); // base, the first snapshot's leaf, the new leaf
     const intermediate: JobRef = {
@@ -189,6 +189,12 @@ describe('a stopped VM: the chain it boots from decides whether its merge is don
       topPath: chain[1]!.path,
       removedPaths: [chain[1]!.path],
     };
+    return { chain, intermediate };
+  }
+
+  it('startJob: VmCrashed while the definition and the headers below it hold top, an intermediate top too', async () => {
+    const t = await setUp();
+    const { chain, intermediate } = await withSecondSnapshot(t);
     await t.vm.domain.destroy();
     expect((await t.state()).persistent).toEqual([chain[2]!.path, chain[1]!.path, chain[0]!.path]);
     await expect(call(t.s, t.host, 'startJob', intermediate)).rejects.toMatchObject({ type: 'VmCrashed' });
@@ -200,14 +206,7 @@ describe('a stopped VM: the chain it boots from decides whether its merge is don
 
   it('startJob after an intermediate commit completed and a crash: already-done (the headers skip top)', async () => {
     const t = await setUp();
-    await createSnapshot(t.s, t.vm.uuid);
-    const chain = await t.s.sd.readChain(t.imageId);
-    const intermediate: JobRef = {
-      ...t.job,
-      jobKind: 'commit',
-      topPath: chain[1]!.path,
-      removedPaths: [chain[1]!.path],
-    };
+    const { intermediate } = await withSecondSnapshot(t);
     expect((await call(t.s, t.host, 'startJob', intermediate)).status).toBe('started');
     expect((await call(t.s, t.host, 'waitForJob', { ...intermediate, expect: 'completed' })).outcome).toBe(
       'completed',
