@@ -33,6 +33,7 @@ import { promisify } from 'node:util';
 import { afterAll, onTestFinished } from 'vitest';
 import { escapeXml } from '../../src/common/xml';
 import { REPO_ROOT, loadConfig } from '../../src/config';
+import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 
 const execFileAsync = promisify(execFile);
 
@@ -211,6 +212,24 @@ export async function waitForBlockJobStatus(
     timeoutMs,
     () => `block job status ${status} on ${domain} (last: ${JSON.stringify(last)})`,
     50,
+  );
+}
+
+/**
+ * Waits until libvirt itself holds the disk's mirror ready (live XML `<mirror ready='yes'>`): QEMU's
+ * `status: ready` can be seen before libvirt has processed the READY event, and `blockjob --pivot`
+ * refuses ("not ready for pivot yet") until it has.
+ */
+export async function waitForMirrorReady(domain: string, target: string, timeoutMs: number): Promise<void> {
+  let last: string | null | undefined;
+  await waitFor(
+    async () => {
+      const disk = parseDomainDiskChains(await virsh('dumpxml', domain)).find((d) => d.target === target);
+      last = disk?.mirror?.ready;
+      return last === 'yes' ? true : undefined;
+    },
+    timeoutMs,
+    () => `libvirt's mirror of ${domain} ${target} ready (last ready=${String(last)})`,
   );
 }
 

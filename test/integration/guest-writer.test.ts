@@ -16,6 +16,7 @@ import {
   startGuestWriter,
   virsh,
   waitForBlockJobStatus,
+  waitForMirrorReady,
 } from '../helpers/guest-writer';
 import { createTempDir } from '../helpers/vm-fixture';
 
@@ -121,6 +122,8 @@ async function liveMerge(end: 'pivot' | 'abort'): Promise<MergeRun> {
   lap('commit');
   await phase('ready', 0x71, 540 * MiB);
 
+  // The pivot (or abort) needs libvirt's own READY, which can trail QEMU's status under load.
+  await waitForMirrorReady(g.name, 'vda', 30_000);
   const beforeEnd = g.acks().length;
   if (end === 'pivot') {
     await virsh('blockjob', g.name, 'vda', '--pivot');
