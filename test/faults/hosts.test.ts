@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SimHostOptions } from '../../src/devstack/sim-host';
 import { startSimHost, stopSimHost } from '../../src/devstack/sim-host';
 import { STORAGE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
-import { ProcessStack } from '../helpers/process-stack';
+import { ProcessStack, until } from '../helpers/process-stack';
 import type { Cell, FaultContext } from './harness';
 import { cellName, cellTimeoutMs, faultContext, runCell } from './harness';
 
@@ -61,8 +61,16 @@ describe('faults on two hosts: the VM on a host of its own, the storage role on 
         const r = await runCell(ctx!, cell);
         expect(r.outcome).toBe('completed');
         // The job ran on the VM's host, the deletion on the storage role of the other.
-        const queues = await queuesOfLastMerge(ctx!.stack, since);
-        expect(queues.mergeOnHost.length).toBeGreaterThan(0);
+        // The list reads the visibility store, which follows the workflows asynchronously.
+        const queues = await until(
+          'the merge in the visibility store',
+          async () => {
+            const q = await queuesOfLastMerge(ctx!.stack, since);
+            return q.mergeOnHost.length > 0 && q;
+          },
+          10_000,
+          200,
+        );
         expect(new Set(queues.mergeOnHost)).toEqual(new Set([hostTaskQueue('two-b')]));
         expect(new Set(queues.recordAndDelete)).toEqual(new Set([STORAGE_TASK_QUEUE]));
       } catch (err) {

@@ -130,7 +130,11 @@ describe('history budget', () => {
       }
       const merge = byType.find((x) => x.workflow === 'merge-disk')!;
       const reports = merge.byType.WORKFLOW_EXECUTION_SIGNALED ?? 0;
-      expect(merge.byType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES).toBe(2 + Math.min(reports, 1));
+      // A host report (after 300 ms in a stage: `copying`, and `ready` when the pivot is slow) adds one,
+      // unless two arrive in one workflow task, whose changes go out as one upsert.
+      const reportUpserts = (merge.byType.UPSERT_WORKFLOW_SEARCH_ATTRIBUTES ?? 0) - 2;
+      expect(reportUpserts).toBeGreaterThanOrEqual(Math.min(reports, 1));
+      expect(reportUpserts).toBeLessThanOrEqual(reports);
       // The round: the bare start's patch marker (the only one in the three histories), none for the CLI's.
       const markers = histories.flatMap(({ events }) =>
         events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch'),

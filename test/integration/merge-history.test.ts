@@ -45,16 +45,19 @@ describe('workflow history size', () => {
       const [short, long] = await Promise.all([timedMerge(s, 1), timedMerge(s, 60)]);
       expect(short.seconds).toBeLessThan(10);
       expect(long.seconds).toBeGreaterThan(55);
-      // The same events, but for how the host's stage reports happened to share workflow tasks and
-      // interleave with them (a short merge's reports may arrive together): counted by type.
+      // The same events, but for the host's stage reports: whether `ready` is reported depends on how
+      // long the pivot takes (over 300 ms), and reports sharing a workflow task share its upsert. So the
+      // reports' events are bounded by the last check; the rest are counted by type.
+      const REPORT_TYPES = ['WORKFLOW_TASK', 'SIGNALED', 'UPSERT_WORKFLOW_SEARCH_ATTRIBUTES'];
       const steps = (types: string[]) => {
         const n: Record<string, number> = {};
-        for (const t of types) if (!t.includes('WORKFLOW_TASK')) n[t] = (n[t] ?? 0) + 1;
+        for (const t of types) if (!REPORT_TYPES.some((r) => t.includes(r))) n[t] = (n[t] ?? 0) + 1;
         return n;
       };
       expect(steps(long.types)).toEqual(steps(short.types));
-      const reports = short.types.filter((t) => t.includes('SIGNALED')).length;
-      expect(reports).toBeGreaterThan(0);
+      const reportsOf = (types: string[]) => types.filter((t) => t.includes('SIGNALED')).length;
+      const reports = Math.max(reportsOf(short.types), reportsOf(long.types));
+      expect(reportsOf(short.types)).toBeGreaterThan(0);
       expect(Math.abs(long.events - short.events)).toBeLessThanOrEqual(3 * reports);
     },
   );

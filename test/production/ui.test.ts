@@ -111,16 +111,19 @@ describe('the Temporal UI in a real browser', () => {
     expect(await vm.domain.blockJobInfo('vda')).not.toBeNull();
     const merge = s.client.workflow.getHandle(mergeId);
     await waitForProgress(merge, (p) => p.stage === 'copying');
-    // The list reads the visibility store, which follows the workflow asynchronously.
+    // The list reads the visibility store, which follows each workflow asynchronously: the merge copying
+    // and the removal both listed before the page loads.
     const query = `LivemergeVmId="${vm.uuid}"`;
+    const listed = async (q: string, id: string): Promise<boolean> => {
+      for await (const wf of s.client.workflow.list({ query: q })) if (wf.workflowId === id) return true;
+      return false;
+    };
     await pollUntil(
-      async () => {
-        for await (const wf of s.client.workflow.list({ query: `${query} AND LivemergeStage="copying"` }))
-          if (wf.workflowId === mergeId) return true;
-        return false;
-      },
+      async () =>
+        (await listed(`${query} AND LivemergeStage="copying"`, mergeId)) &&
+        (await listed(query, removal.workflowId)),
       UI_WAIT_MS,
-      'the merge in the visibility store',
+      'the merge and the removal in the visibility store',
       200,
     );
 
