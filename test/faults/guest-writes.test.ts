@@ -10,7 +10,6 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mirrorReady } from '../../src/activities/host/vm';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import type { Domain } from '../../src/libvirt';
 import type { Progress } from '../../src/schemas/progress';
@@ -19,7 +18,7 @@ import type { StoredVolume } from '../../src/storage/storage-domain';
 import { exists } from '../helpers/data';
 import { ImageDirWatch } from '../helpers/file-watch';
 import type { GuestWriter } from '../helpers/guest-writer';
-import { KiB, MiB, startGuestWriter } from '../helpers/guest-writer';
+import { KiB, MiB, libvirtMirror, startGuestWriter } from '../helpers/guest-writer';
 import { checkImage } from '../helpers/invariants';
 import { ProcessStack, until } from '../helpers/process-stack';
 import { failureTypeOf } from '../helpers/workflows';
@@ -136,7 +135,7 @@ describe('a writing guest through a live merge with host-agent kills', () => {
     // READY as libvirt holds it (cur == end is not: the writing guest keeps adding to `end`).
     const ready = await job();
     expect(ready && ready.end > 0).toBe(true);
-    expect(await withDom(g.uuid, (dom) => mirrorReady(dom, 'vda'))).toBe(true);
+    expect(await libvirtMirror(g.uuid, 'vda')).toEqual({ ready: 'yes' });
     await phase('ready', 0x71, 540 * MiB);
     await stack.kill('host');
     await phase('ready-agent-down', 0x72, 542 * MiB);

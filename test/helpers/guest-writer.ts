@@ -33,7 +33,6 @@ import { promisify } from 'node:util';
 import { afterAll, onTestFinished } from 'vitest';
 import { escapeXml } from '../../src/common/xml';
 import { REPO_ROOT, loadConfig } from '../../src/config';
-import { parseDomainDiskChains } from '../../src/inspect/domain-xml';
 
 const execFileAsync = promisify(execFile);
 
@@ -221,16 +220,33 @@ export async function waitForBlockJobStatus(
  * refuses ("not ready for pivot yet") until it has.
  */
 export async function waitForMirrorReady(domain: string, target: string, timeoutMs: number): Promise<void> {
-  let last: string | null | undefined;
+  let last: string | undefined;
   await waitFor(
     async () => {
-      const disk = parseDomainDiskChains(await virsh('dumpxml', domain)).find((d) => d.target === target);
-      last = disk?.mirror?.ready;
+      const mirror = await libvirtMirror(domain, target);
+      if (mirror === null) throw new Error(`${domain} ${target} has no block job mirror: the job has ended`);
+      last = mirror.ready;
       return last === 'yes' ? true : undefined;
     },
     timeoutMs,
     () => `libvirt's mirror of ${domain} ${target} ready (last ready=${String(last)})`,
   );
+}
+
+/**
+ * The `<mirror>` of disk `target` in the live XML (`virsh dumpxml`), read with its own pattern rather than
+ * the product's parser so that a test of the product does not lean on it; null when the disk has none.
+ */
+export async function libvirtMirror(domain: string, target: string): Promise<{ ready?: string } | null> {
+  const xml = await virsh('dumpxml', domain);
+  const disk = [...xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)]
+    .map((m) => m[0])
+    .find((d) => new RegExp(`<target\\b[^>]*dev=['"]${target}['"]`).test(d));
+  if (!disk) throw new Error(`${domain} has no disk ${target}`);
+  const mirror = /<mirror\b[^>]*>/.exec(disk)?.[0];
+  if (!mirror) return null;
+  const ready = /\bready=['"]([^'"]*)['"]/.exec(mirror)?.[1];
+  return ready === undefined ? {} : { ready };
 }
 
 /** The source path of a disk target of the running domain (`virsh domblklist`). */

@@ -122,7 +122,8 @@ async function liveMerge(end: 'pivot' | 'abort'): Promise<MergeRun> {
   lap('commit');
   await phase('ready', 0x71, 540 * MiB);
 
-  // The pivot (or abort) needs libvirt's own READY, which can trail QEMU's status under load.
+  // libvirt refuses the pivot until it has processed QEMU's READY event, which can trail QEMU's status
+  // under load; the abort waits for it too, so that both ends start from the same state.
   await waitForMirrorReady(g.name, 'vda', 30_000);
   const beforeEnd = g.acks().length;
   if (end === 'pivot') {
