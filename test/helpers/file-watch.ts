@@ -3,8 +3,11 @@
 // cannot show (a volume deleted and re-created, deleted twice, or deleted while still LEGAL).
 //
 // Metadata files (`<volumeId>.meta.json`) are re-read on every event, so the last legality seen before a
-// data file's unlink is known (deleteVolume writes ILLEGAL, unlinks the data, then the metadata). stop()
-// lists the directory once more: a change the events missed is reported as such, never silently taken.
+// data file's unlink is known (deleteVolume writes ILLEGAL, unlinks the data, then the metadata). The
+// handlers run later than the changes: when deleteVolume has finished before the handler of its metadata
+// write runs, that write cannot be read any more and is recorded as 'rewritten' (inotify keeps the order of
+// one directory's events, so it is still known to come before the data file's unlink). stop() lists the
+// directory once more: a change the events missed is reported as such, never silently taken.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -15,8 +18,22 @@ export interface FileEvent {
   volumeId: string;
   /** Date.now() when the event was seen (at or after the change itself). */
   at: number;
-  /** The volume's legality as last seen in its metadata before the event ('none': never seen). */
-  legality: 'LEGAL' | 'ILLEGAL' | 'none';
+  /**
+   * The volume's legality as last seen in its metadata before the event ('none': never seen;
+   * 'rewritten': its metadata was written after the last read and removed before it could be read).
+   */
+  legality: Legality | 'rewritten' | 'none';
+}
+
+type Legality = 'LEGAL' | 'ILLEGAL';
+
+/**
+ * A data file was deleted only once its volume was marked ILLEGAL. 'rewritten' counts: the only
+ * metadata write between a LEGAL read and the data file's unlink is deleteVolume's ILLEGAL one, and a
+ * deletion that skips it leaves the LEGAL read standing.
+ */
+export function deletedWhileIllegal(e: FileEvent): boolean {
+  return e.kind === 'unlink' && (e.legality === 'ILLEGAL' || e.legality === 'rewritten');
 }
 
 export interface WatchReport {
@@ -32,7 +49,7 @@ export interface WatchReport {
 export class ImageDirWatch {
   private readonly events: FileEvent[] = [];
   private readonly present = new Set<string>();
-  private readonly legality = new Map<string, 'LEGAL' | 'ILLEGAL'>();
+  private readonly legality = new Map<string, Legality | 'rewritten'>();
   private readonly watcher: fs.FSWatcher;
   private readonly errors: string[] = [];
 
@@ -54,8 +71,11 @@ export class ImageDirWatch {
     try {
       const meta = JSON.parse(fs.readFileSync(path.join(this.dir, name), 'utf8')) as { legality?: string };
       if (meta.legality === 'LEGAL' || meta.legality === 'ILLEGAL') this.legality.set(m[1]!, meta.legality);
-    } catch {
-      // gone already, or mid-rename: the previous value stands
+    } catch (e) {
+      // Gone already: a write this event announced (or the final unlink) can no longer be read, and a
+      // LEGAL value must not stand for it. Anything else is reported (writes are atomic: no torn reads).
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.errors.push(`${name}: ${String(e)}`);
+      else if (this.legality.get(m[1]!) === 'LEGAL') this.legality.set(m[1]!, 'rewritten');
     }
   }
 
@@ -71,6 +91,11 @@ export class ImageDirWatch {
       at: Date.now(),
       legality: this.legality.get(name) ?? 'none',
     });
+  }
+
+  /** The events handled so far. */
+  handled(): FileEvent[] {
+    return [...this.events];
   }
 
   /** Volumes seen deleted so far. */
