@@ -5,13 +5,16 @@
 // Metadata files (`<volumeId>.meta.json`) are re-read on every event, so the last legality seen before a
 // data file's unlink is known (deleteVolume writes ILLEGAL, unlinks the data, then the metadata). The
 // handlers run later than the changes: when deleteVolume has finished before the handler of its metadata
-// write runs, that write cannot be read any more and is recorded as 'rewritten' (inotify keeps the order of
-// one directory's events, so it is still known to come before the data file's unlink). stop() lists the
-// directory once more: a change the events missed is reported as such, never silently taken.
+// write runs, that write cannot be read any more. Its temp file (writeFileAtomic) was seen, and inotify keeps
+// the order of one directory's events, so it is recorded as 'rewritten' before the data file's unlink; a
+// metadata file that merely vanished leaves the last read standing. stop() lists the directory once more: a
+// change the events missed is reported as such, never silently taken.
 import fs from 'node:fs';
 import path from 'node:path';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// writeFileAtomic's temp file for a volume's metadata: `.<volumeId>.meta.json.tmp-<pid>-<random>`.
+const META_TMP = /^\.(.+)\.meta\.json\.tmp-/;
 
 export interface FileEvent {
   kind: 'unlink' | 'create';
@@ -30,7 +33,7 @@ type Legality = 'LEGAL' | 'ILLEGAL';
 /**
  * A data file was deleted only once its volume was marked ILLEGAL. 'rewritten' counts: the only
  * metadata write between a LEGAL read and the data file's unlink is deleteVolume's ILLEGAL one, and a
- * deletion that skips it leaves the LEGAL read standing.
+ * deletion that skips it (or removes the metadata first) leaves the LEGAL read standing.
  */
 export function deletedWhileIllegal(e: FileEvent): boolean {
   return e.kind === 'unlink' && (e.legality === 'ILLEGAL' || e.legality === 'rewritten');
@@ -50,6 +53,8 @@ export class ImageDirWatch {
   private readonly events: FileEvent[] = [];
   private readonly present = new Set<string>();
   private readonly legality = new Map<string, Legality | 'rewritten'>();
+  /** Volumes whose metadata temp file was seen since their metadata was last read. */
+  private readonly writing = new Set<string>();
   private readonly watcher: fs.FSWatcher;
   private readonly errors: string[] = [];
 
@@ -66,16 +71,21 @@ export class ImageDirWatch {
   }
 
   private readMeta(name: string): void {
+    const tmp = META_TMP.exec(name);
+    if (tmp && UUID.test(tmp[1]!)) return void this.writing.add(tmp[1]!);
     const m = /^(.+)\.meta\.json$/.exec(name);
     if (!m || !UUID.test(m[1]!)) return;
+    const id = m[1]!;
     try {
       const meta = JSON.parse(fs.readFileSync(path.join(this.dir, name), 'utf8')) as { legality?: string };
-      if (meta.legality === 'LEGAL' || meta.legality === 'ILLEGAL') this.legality.set(m[1]!, meta.legality);
+      if (meta.legality === 'LEGAL' || meta.legality === 'ILLEGAL') this.legality.set(id, meta.legality);
+      this.writing.delete(id);
     } catch (e) {
-      // Gone already: a write this event announced (or the final unlink) can no longer be read, and a
-      // LEGAL value must not stand for it. Anything else is reported (writes are atomic: no torn reads).
+      // Gone already. A write seen starting since the last read can no longer be read, and that read must
+      // not stand for it; a metadata file that only vanished keeps it. Anything else is reported (writes
+      // are atomic: no torn reads).
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.errors.push(`${name}: ${String(e)}`);
-      else if (this.legality.get(m[1]!) === 'LEGAL') this.legality.set(m[1]!, 'rewritten');
+      else if (this.writing.delete(id)) this.legality.set(id, 'rewritten');
     }
   }
 

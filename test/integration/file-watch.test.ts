@@ -67,12 +67,23 @@ describe('image directory watch', () => {
     expect(watch.stop().missed).toEqual([]);
   });
 
-  it('mutation: a LEGAL volume whose files are unlinked without the ILLEGAL write is caught', async () => {
+  // Without the ILLEGAL write, data first or metadata first, with the handlers late as above.
+  it.each([
+    ['data, then metadata', ['data', 'meta']],
+    ['metadata, then data', ['meta', 'data']],
+  ] as const)('mutation: a LEGAL volume unlinked (%s) is caught', async (_name, order) => {
     const { domain, leaf } = await leafOnBase();
     const dir = domain.imageDir(leaf.imageId);
     watch = new ImageDirWatch(dir);
-    const data = domain.volumePath(leaf.imageId, leaf.volumeId);
-    const r = spawnSync('rm', [data, path.join(dir, `${leaf.volumeId}.meta.json`)], { encoding: 'utf8' });
+    const files = {
+      data: domain.volumePath(leaf.imageId, leaf.volumeId),
+      meta: path.join(dir, `${leaf.volumeId}.meta.json`),
+    };
+    const r = spawnSync(
+      'rm',
+      order.map((f) => files[f]),
+      { encoding: 'utf8' },
+    );
     expect(r.status, r.stderr).toBe(0);
     const e = await unlinkOf(leaf.volumeId);
     expect(e.legality).toBe('LEGAL');
