@@ -4,34 +4,41 @@
 // the event itself: after READY it pivots at once, in the same process. Measured from the libvirt event,
 // seen by this process on its own connection: READY → the job's end after the pivot (libvirt's COMPLETED
 // event of the active commit), and the event → the host unit's completion and the workflow's next step
-// (recordMerge scheduled) in the workflow history. Jobs are throttled to ~0.5 s so that they finish after
-// the host unit subscribed, as any real merge does.
+// (the activity scheduled after it: recordAndDelete, recordMerge in histories before v3) in the workflow
+// history. Jobs are throttled to ~0.5 s so that they finish after the host unit subscribed, as any real
+// merge does. The anchor, in the same VM after the removals: an overlay taken by this process, the same
+// throttled active commit, and this process pivoting on the READY event it sees (READY → COMPLETED with no
+// livemerge in between); the difference is what the host unit adds to noticing READY.
 //
 // Usage: npx livemerge dev up && npx tsx bench/notice-latency.ts [iterations=5]
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { testVmXml } from '../src/cli/dev/vm-xml';
 import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { loadConfig, temporalConnectionOptions } from '../src/config';
 import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
+import { SnapshotCreateFlags } from '../src/libvirt/constants';
 import type { BlockJobEvent } from '../src/libvirt';
 import { StorageDomain } from '../src/storage/storage-domain';
 import { eventMs } from './history-events';
 
 const MiB = 1 << 20;
 
-/** When the host unit completed, and when the workflow then scheduled its next step (recordMerge). */
+/** When the host unit completed, and when the workflow then scheduled its next activity. */
 async function stepTimes(client: Client, workflowId: string): Promise<{ unitDone: number; next: number }> {
   const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
-  const scheduled = (name: string) =>
-    events.find((x) => x.activityTaskScheduledEventAttributes?.activityType?.name === name);
-  const unit = scheduled('mergeOnHost');
-  const done = events.find(
+  const unit = events.find(
+    (x) => x.activityTaskScheduledEventAttributes?.activityType?.name === 'mergeOnHost',
+  );
+  const doneAt = events.findIndex(
     (x) => x.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === unit?.eventId?.toString(),
   );
-  const next = scheduled('recordMerge');
-  if (!done || !next) throw new Error(`${workflowId}: no mergeOnHost completion or no recordMerge`);
-  return { unitDone: eventMs(done), next: eventMs(next) };
+  const next = events.slice(doneAt + 1).find((x) => x.activityTaskScheduledEventAttributes);
+  if (doneAt < 0 || !next) throw new Error(`${workflowId}: no mergeOnHost completion or no step after it`);
+  return { unitDone: eventMs(events[doneAt]!), next: eventMs(next) };
 }
 
 function percentile(xs: number[], p: number): number {
@@ -52,57 +59,89 @@ async function main(): Promise<void> {
   const completedToNext: number[] = [];
   const readyToPivoted: number[] = [];
   const readyToNext: number[] = [];
+  const anchorReadyToPivoted: number[] = [];
   const mergeSeconds: number[] = [];
+  // The anchor's overlays: QEMU (another user) opens them, so the directory is not mkdtemp's 0700.
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'lm-notice-'));
+  await fs.chmod(tmp, 0o755);
 
-  for (let i = 0; i < iterations; i++) {
-    const base = await sd.createImage({ format: 'qcow2', capacity: 64 * MiB });
-    const dom = await conn.defineXml(testVmXml(`lm-bench-${randomUUID().slice(0, 8)}`, [base]));
-    try {
-      await dom.create();
-      const snapshot = async () => {
-        const snapshotId = randomUUID();
-        await client.workflow.execute('createSnapshot', {
-          taskQueue: ENGINE_TASK_QUEUE,
-          workflowId: `create-snapshot:${dom.uuid}:${snapshotId}`,
-          args: [{ vmId: dom.uuid, snapshotId }],
-        });
-        await hmpQemuIo(dom, 'virtio-disk0', `write -P 0x${(0x41 + i).toString(16)} 0 8M`);
-        return snapshotId;
-      };
-      const remove = async (snapshotId: string) => {
-        const t0 = Date.now();
-        await client.workflow.execute('removeSnapshot', {
-          taskQueue: ENGINE_TASK_QUEUE,
-          workflowId: `remove-snapshot:${dom.uuid}:${snapshotId}`,
-          // ~0.5 s per job: long enough that the job finishes after the wait began, as any real merge does
-          // (an 8 MiB job unthrottled is READY before the waiting activity is even scheduled).
-          args: [{ vmId: dom.uuid, snapshotId, bandwidthBytesPerSec: 16 * MiB }],
-        });
-        mergeSeconds.push((Date.now() - t0) / 1000);
-      };
-      const older = await snapshot();
-      const newer = await snapshot();
-      const mergeId = `merge-disk:${dom.uuid}:${base.imageId}`;
+  try {
+    for (let i = 0; i < iterations; i++) {
+      const base = await sd.createImage({ format: 'qcow2', capacity: 64 * MiB });
+      const dom = await conn.defineXml(testVmXml(`lm-bench-${randomUUID().slice(0, 8)}`, [base]));
+      try {
+        await dom.create();
+        const snapshot = async () => {
+          const snapshotId = randomUUID();
+          await client.workflow.execute('createSnapshot', {
+            taskQueue: ENGINE_TASK_QUEUE,
+            workflowId: `create-snapshot:${dom.uuid}:${snapshotId}`,
+            args: [{ vmId: dom.uuid, snapshotId }],
+          });
+          await hmpQemuIo(dom, 'virtio-disk0', `write -P 0x${(0x41 + i).toString(16)} 0 8M`);
+          return snapshotId;
+        };
+        const remove = async (snapshotId: string) => {
+          const t0 = Date.now();
+          await client.workflow.execute('removeSnapshot', {
+            taskQueue: ENGINE_TASK_QUEUE,
+            workflowId: `remove-snapshot:${dom.uuid}:${snapshotId}`,
+            // ~0.5 s per job: long enough that the job finishes after the wait began, as any real merge does
+            // (an 8 MiB job unthrottled is READY before the waiting activity is even scheduled).
+            args: [{ vmId: dom.uuid, snapshotId, bandwidthBytesPerSec: 16 * MiB }],
+          });
+          mergeSeconds.push((Date.now() - t0) / 1000);
+        };
+        const older = await snapshot();
+        const newer = await snapshot();
+        const mergeId = `merge-disk:${dom.uuid}:${base.imageId}`;
 
-      await remove(older);
-      const jobEvents = (status: number) =>
-        events.filter((e) => e.domainUuid === dom.uuid && e.status === status);
-      const completed = jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at;
-      const t1 = await stepTimes(client, mergeId);
-      completedToUnit.push(t1.unitDone - completed);
-      completedToNext.push(t1.next - completed);
+        await remove(older);
+        const jobEvents = (status: number) =>
+          events.filter((e) => e.domainUuid === dom.uuid && e.status === status);
+        const completed = jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at;
+        const t1 = await stepTimes(client, mergeId);
+        completedToUnit.push(t1.unitDone - completed);
+        completedToNext.push(t1.next - completed);
 
-      await remove(newer);
-      const ready = jobEvents(BlockJobStatus.READY).at(-1)!.at;
-      // The active commit's own COMPLETED event comes once the pivot switched the disk to base.
-      const pivoted = jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at;
-      readyToPivoted.push(pivoted - ready);
-      readyToNext.push((await stepTimes(client, mergeId)).next - ready);
-    } finally {
-      await dom.destroy().catch(() => undefined);
-      await dom.undefine(DomainUndefineFlags.SNAPSHOTS_METADATA).catch(() => undefined);
-      dom.free();
+        await remove(newer);
+        const ready = jobEvents(BlockJobStatus.READY).at(-1)!.at;
+        // The active commit's own COMPLETED event comes once the pivot switched the disk to base.
+        const pivoted = jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at;
+        readyToPivoted.push(pivoted - ready);
+        readyToNext.push((await stepTimes(client, mergeId)).next - ready);
+
+        // The anchor: an overlay this process takes and commits back itself, pivoting on READY.
+        const overlay = path.join(tmp, `anchor-${i}.qcow2`);
+        await dom.snapshotCreateXml(
+          `<domainsnapshot><disks><disk name='vda' snapshot='external' type='file'>` +
+            `<driver type='qcow2'/><source file='${overlay}'/></disk></disks></domainsnapshot>`,
+          SnapshotCreateFlags.DISK_ONLY | SnapshotCreateFlags.NO_METADATA | SnapshotCreateFlags.ATOMIC,
+        );
+        await hmpQemuIo(dom, 'virtio-disk0', `write -P 0x${(0x61 + i).toString(16)} 0 8M`);
+        const job = (status: number) =>
+          conn.waitForBlockJob(
+            (e) => e.domainUuid === dom.uuid && e.disk === 'vda' && e.status === status,
+            60_000,
+          );
+        const readyEvent = job(BlockJobStatus.READY);
+        await dom.blockCommit('vda', null, null, 16 * MiB, { active: true });
+        await readyEvent;
+        const anchorPivoted = job(BlockJobStatus.COMPLETED);
+        await dom.blockJobAbort('vda', { pivot: true });
+        await anchorPivoted;
+        // Timed on the same listener as livemerge's rows.
+        anchorReadyToPivoted.push(
+          jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at - jobEvents(BlockJobStatus.READY).at(-1)!.at,
+        );
+      } finally {
+        await dom.destroy().catch(() => undefined);
+        await dom.undefine(DomainUndefineFlags.SNAPSHOTS_METADATA).catch(() => undefined);
+        dom.free();
+      }
     }
+  } finally {
+    await fs.rm(tmp, { recursive: true, force: true });
   }
   await conn.close();
   await connection.close();
@@ -113,7 +152,10 @@ async function main(): Promise<void> {
   console.log(
     row('READY event → pivot done on the host (COMPLETED event after the pivot)', readyToPivoted, 'ms'),
   );
-  console.log(row('READY event → recordMerge scheduled (pivot, verify, report, engine)', readyToNext, 'ms'));
+  console.log(
+    row('anchor: READY event → pivot done, this process pivoting on the event', anchorReadyToPivoted, 'ms'),
+  );
+  console.log(row('READY event → next step scheduled (pivot, verify, report, engine)', readyToNext, 'ms'));
   console.log(
     row(
       'COMPLETED event → host unit completed (intermediate commit, verify included)',
@@ -121,7 +163,7 @@ async function main(): Promise<void> {
       'ms',
     ),
   );
-  console.log(row('COMPLETED event → recordMerge scheduled (intermediate commit)', completedToNext, 'ms'));
+  console.log(row('COMPLETED event → next step scheduled (intermediate commit)', completedToNext, 'ms'));
   console.log(row('removeSnapshot wall time, 8 MiB layer (start → result)', mergeSeconds, 's'));
 }
 
