@@ -141,6 +141,8 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    // The benchmark's own storage domain (its base images) and the anchor's overlays.
+    await fs.rm(sd.dir, { recursive: true, force: true });
     await fs.rm(tmp, { recursive: true, force: true });
   }
   await conn.close();
