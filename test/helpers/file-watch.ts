@@ -3,12 +3,15 @@
 // cannot show (a volume deleted and re-created, deleted twice, or deleted while still LEGAL).
 //
 // Metadata files (`<volumeId>.meta.json`) are re-read on every event, so the last legality seen before a
-// data file's unlink is known (deleteVolume writes ILLEGAL, unlinks the data, then the metadata). The
-// handlers run later than the changes: when deleteVolume has finished before the handler of its metadata
-// write runs, that write cannot be read any more. Its temp file (writeFileAtomic) was seen, and inotify keeps
-// the order of one directory's events, so it is recorded as 'rewritten' before the data file's unlink; a
-// metadata file that merely vanished leaves the last read standing. stop() lists the directory once more: a
-// change the events missed is reported as such, never silently taken.
+// data file's unlink is known (deleteVolume writes ILLEGAL unless recordMerge or setLegality already did,
+// unlinks the data, then the metadata). The handlers run later than the changes, in the order inotify keeps
+// for one directory: a data file's state is taken on its 'rename' events only (its creation and unlink;
+// 'change' is QEMU writing to it or libvirt relabelling it, which may be handled after the unlink). When the
+// metadata is gone before the handler of its last write runs, that write cannot be read: its temp file
+// (writeFileAtomic) was seen, so it is recorded as 'rewritten'; a metadata file that merely vanished
+// leaves the last read standing, and one whose unlink comes before its data file's is 'metadata-first'.
+// stop() lists the directory once more: a change the events missed is reported as such, never silently
+// taken.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -23,17 +26,21 @@ export interface FileEvent {
   at: number;
   /**
    * The volume's legality as last seen in its metadata before the event ('none': never seen;
-   * 'rewritten': its metadata was written after the last read and removed before it could be read).
+   * 'rewritten': its metadata was written after the last read and removed before it could be read;
+   * 'metadata-first': its metadata was unlinked before its data file).
    */
-  legality: Legality | 'rewritten' | 'none';
+  legality: Legality | Unread | 'none';
 }
 
 type Legality = 'LEGAL' | 'ILLEGAL';
+type Unread = 'rewritten' | 'metadata-first';
 
 /**
- * A data file was deleted only once its volume was marked ILLEGAL. 'rewritten' counts: the only
- * metadata write between a LEGAL read and the data file's unlink is deleteVolume's ILLEGAL one, and a
- * deletion that skips it (or removes the metadata first) leaves the LEGAL read standing.
+ * A data file was deleted only once its volume was marked ILLEGAL. 'rewritten' counts, on one assumption
+ * about the product: the metadata writes to a volume that is about to be deleted mark it ILLEGAL
+ * (recordMerge, setLegality, deleteVolume). A deletion that skips the mark leaves the LEGAL read standing,
+ * and one that unlinks the metadata first is 'metadata-first'. (A LEGAL-keeping write just before a
+ * deletion that skips the mark, all handled late, would pass: no product path does that.)
  */
 export function deletedWhileIllegal(e: FileEvent): boolean {
   return e.kind === 'unlink' && (e.legality === 'ILLEGAL' || e.legality === 'rewritten');
@@ -52,7 +59,7 @@ export interface WatchReport {
 export class ImageDirWatch {
   private readonly events: FileEvent[] = [];
   private readonly present = new Set<string>();
-  private readonly legality = new Map<string, Legality | 'rewritten'>();
+  private readonly legality = new Map<string, Legality | Unread>();
   /** Volumes whose metadata temp file was seen since their metadata was last read. */
   private readonly writing = new Set<string>();
   private readonly watcher: fs.FSWatcher;
@@ -60,17 +67,17 @@ export class ImageDirWatch {
 
   constructor(readonly dir: string) {
     // Watch first, then list: a change in between is seen by one or the other (handlers are idempotent).
-    this.watcher = fs.watch(dir, (_type, name) => {
-      if (name) this.onEvent(name.toString());
+    this.watcher = fs.watch(dir, (type, name) => {
+      if (name) this.onEvent(type, name.toString());
     });
     this.watcher.on('error', (err) => this.errors.push(String(err)));
     for (const f of fs.readdirSync(dir)) {
       if (UUID.test(f)) this.present.add(f);
-      this.readMeta(f);
+      this.readMeta('change', f);
     }
   }
 
-  private readMeta(name: string): void {
+  private readMeta(type: fs.WatchEventType, name: string): void {
     const tmp = META_TMP.exec(name);
     if (tmp && UUID.test(tmp[1]!)) return void this.writing.add(tmp[1]!);
     const m = /^(.+)\.meta\.json$/.exec(name);
@@ -86,11 +93,15 @@ export class ImageDirWatch {
       // are atomic: no torn reads).
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.errors.push(`${name}: ${String(e)}`);
       else if (this.writing.delete(id)) this.legality.set(id, 'rewritten');
+      // A second 'rename' (its own unlink) while the data file's unlink is still to come.
+      else if (type === 'rename' && this.present.has(id) && this.legality.get(id) === 'rewritten')
+        this.legality.set(id, 'metadata-first');
     }
   }
 
-  private onEvent(name: string): void {
-    if (!UUID.test(name)) return this.readMeta(name);
+  private onEvent(type: fs.WatchEventType, name: string): void {
+    if (!UUID.test(name)) return this.readMeta(type, name);
+    if (type !== 'rename') return;
     const exists = fs.existsSync(path.join(this.dir, name));
     if (exists === this.present.has(name)) return;
     if (exists) this.present.add(name);

@@ -10,7 +10,7 @@ import { StorageDomain, type StoredVolume } from '../../src/storage/storage-doma
 import { makeTmpDir } from '../fixtures/storage/helpers';
 import { deletedWhileIllegal, ImageDirWatch, type FileEvent } from '../helpers/file-watch';
 
-const DELETE = path.resolve(__dirname, '../fixtures/storage/delete-volume.ts');
+const CHANGE = path.resolve(__dirname, '../fixtures/storage/delete-volume.ts');
 
 let tmp: string;
 let watch: ImageDirWatch | undefined;
@@ -31,6 +31,18 @@ async function leafOnBase(): Promise<{ domain: StorageDomain; sd: string; leaf: 
   return { domain, sd, leaf };
 }
 
+/** Runs delete-volume.ts in `mode` on `leaf` while this process's event loop is blocked. */
+function changeWithHandlersLate(sd: string, leaf: StoredVolume, mode: string): void {
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', CHANGE, tmp, sd, leaf.imageId, leaf.volumeId, mode],
+    {
+      encoding: 'utf8',
+    },
+  );
+  expect(r.status, r.stderr).toBe(0);
+}
+
 /** The unlink event of `volumeId`, once the watch has handled it. */
 async function unlinkOf(volumeId: string): Promise<FileEvent> {
   return vi.waitFor(
@@ -44,24 +56,20 @@ async function unlinkOf(volumeId: string): Promise<FileEvent> {
 }
 
 describe('image directory watch', () => {
-  it('sees deleteVolume delete an ILLEGAL volume when it handles each change in time', async () => {
+  it('sees a deleteVolume in this process as a deletion while ILLEGAL', async () => {
     const { domain, leaf } = await leafOnBase();
     watch = new ImageDirWatch(domain.imageDir(leaf.imageId));
     await domain.deleteVolume(leaf.imageId, leaf.volumeId);
-    const e = await unlinkOf(leaf.volumeId);
-    expect(['ILLEGAL', 'rewritten']).toContain(e.legality);
-    expect(deletedWhileIllegal(e)).toBe(true);
+    expect(deletedWhileIllegal(await unlinkOf(leaf.volumeId))).toBe(true);
   });
 
   it('still counts the ILLEGAL write when deleteVolume finished before any handler ran', async () => {
     const { domain, sd, leaf } = await leafOnBase();
     watch = new ImageDirWatch(domain.imageDir(leaf.imageId));
-    const r = spawnSync(process.execPath, ['--import', 'tsx', DELETE, tmp, sd, leaf.imageId, leaf.volumeId], {
-      encoding: 'utf8',
-    });
-    expect(r.status, r.stderr).toBe(0);
+    changeWithHandlersLate(sd, leaf, 'delete');
     const e = await unlinkOf(leaf.volumeId);
-    // The metadata write was announced but could no longer be read: the branch this fix is for.
+    // The metadata write was announced but could no longer be read: the branch this fix is for (and the
+    // data file's earlier write and attribute change did not count as its unlink).
     expect(e.legality).toBe('rewritten');
     expect(deletedWhileIllegal(e)).toBe(true);
     expect(watch.stop().missed).toEqual([]);
@@ -87,6 +95,15 @@ describe('image directory watch', () => {
     expect(r.status, r.stderr).toBe(0);
     const e = await unlinkOf(leaf.volumeId);
     expect(e.legality).toBe('LEGAL');
+    expect(deletedWhileIllegal(e)).toBe(false);
+  });
+
+  it('mutation: a metadata write, then the metadata unlinked before the data, is caught', async () => {
+    const { domain, sd, leaf } = await leafOnBase();
+    watch = new ImageDirWatch(domain.imageDir(leaf.imageId));
+    changeWithHandlersLate(sd, leaf, 'rewrite-metadata-first');
+    const e = await unlinkOf(leaf.volumeId);
+    expect(e.legality).toBe('metadata-first');
     expect(deletedWhileIllegal(e)).toBe(false);
   });
 });
