@@ -4,7 +4,8 @@
 // the event itself: after READY it pivots at once, in the same process. Measured from the libvirt event,
 // seen by this process on its own connection: READY → the job's end after the pivot (libvirt's COMPLETED
 // event of the active commit), and the event → the host unit's completion and the workflow's next step
-// (the activity scheduled after it: recordAndDelete, recordMerge in histories before v3) in the workflow
+// (the activity scheduled after it: recordAndDelete, recordMerge before lean v3, verifyMerged when the host
+// unit could not verify) in the workflow
 // history. Jobs are throttled to ~0.5 s so that they finish after the host unit subscribed, as any real
 // merge does. The anchor, in the same VM after the removals: an overlay taken by this process, the same
 // throttled active commit, and this process pivoting on the READY event it sees (READY → COMPLETED with no
@@ -33,8 +34,9 @@ async function stepTimes(client: Client, workflowId: string): Promise<{ unitDone
   const unit = events.find(
     (x) => x.activityTaskScheduledEventAttributes?.activityType?.name === 'mergeOnHost',
   );
+  if (!unit) throw new Error(`${workflowId}: no mergeOnHost scheduled`);
   const doneAt = events.findIndex(
-    (x) => x.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === unit?.eventId?.toString(),
+    (x) => x.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === unit.eventId?.toString(),
   );
   const next = events.slice(doneAt + 1).find((x) => x.activityTaskScheduledEventAttributes);
   if (doneAt < 0 || !next) throw new Error(`${workflowId}: no mergeOnHost completion or no step after it`);
