@@ -3,13 +3,13 @@
 // COMPLETED) and then of the newer one (active commit, READY + pivot). The host unit (mergeOnHost) acts on
 // the event itself: after READY it pivots at once, in the same process. Measured from the libvirt event,
 // seen by this process on its own connection: READY → the job's end after the pivot (libvirt's COMPLETED
-// event of the active commit), and the event → the host unit's completion and the workflow's next step
-// (the activity scheduled after it: recordAndDelete, recordMerge before lean v3, verifyMerged when the host
-// unit could not verify) in the workflow
-// history. Jobs are throttled to ~0.5 s so that they finish after the host unit subscribed, as any real
-// merge does. The anchor, in the same VM after the removals: an overlay taken by this process, the same
-// throttled active commit, and this process pivoting on the READY event it sees (READY → COMPLETED with no
-// livemerge in between); the difference is what the host unit adds to noticing READY.
+// event of the active commit), and the event → the host unit's completion and the workflow's next step in
+// the history (the activity scheduled after it: recordAndDelete, recordMerge before lean v3, verifyMerged
+// when the host unit could not verify). Jobs are throttled to ~0.5 s so that they finish after the host
+// unit subscribed, as any real merge does. The anchor, in the same VM after the removals: an overlay taken
+// by this process, the same throttled active commit, and this process pivoting on the READY event it sees
+// (READY → COMPLETED with no livemerge in between); the difference is what the host unit adds to noticing
+// READY.
 //
 // Usage: npx livemerge dev up && npx tsx bench/notice-latency.ts [iterations=5]
 import { randomUUID } from 'node:crypto';
