@@ -58,10 +58,11 @@ import { ENGINE_TASK_QUEUE } from '../src/common/task-queues';
 import { REPO_ROOT, loadConfig, temporalConnectionOptions } from '../src/config';
 import { pollerIdentities, waitFor } from '../src/devstack/health';
 import { ProcessRegistry } from '../src/devstack/processes';
-import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
+import { DomainUndefineFlags, LibvirtConnection, hmpQemuIo } from '../src/libvirt';
 import type { Domain } from '../src/libvirt';
 import type { CreateSnapshotResult, RemoveSnapshotResult } from '../src/schemas/results';
 import { StorageDomain } from '../src/storage/storage-domain';
+import { apiCommit } from './api-commit';
 import { eventMs } from './history-events';
 
 const exec = promisify(execFile);
@@ -797,25 +798,6 @@ async function main(): Promise<void> {
       return workflowId;
     };
 
-    /**
-     * A second anchor: the same commit through libvirt's C API on this process's connection, woken by the
-     * block job events (what the host agent does, without Temporal): virsh's --wait polls every 500 ms.
-     */
-    const apiCommit = async (vm: BenchVm, base: string | null, top: string | null, active: boolean) => {
-      const on = (status: number) =>
-        conn.waitForBlockJob(
-          (e) => e.domainUuid === vm.uuid && e.disk === 'vda' && e.status === status,
-          600_000,
-        );
-      const first = on(active ? BlockJobStatus.READY : BlockJobStatus.COMPLETED);
-      await vm.dom.blockCommit('vda', base, top, 0, { active });
-      await first;
-      if (!active) return;
-      const pivoted = on(BlockJobStatus.COMPLETED);
-      await vm.dom.blockJobAbort('vda', { pivot: true });
-      await pivoted;
-    };
-
     const out: string[] = [];
     const print = (line = '') => out.push(line);
     const seen: number[] = [];
@@ -868,7 +850,7 @@ async function main(): Promise<void> {
           await dropOverlays(vv);
           await virshSnapshot(vv);
           await write(vv, 0, size, pattern + 0x20);
-          apiMs.push((await timed(() => apiCommit(vv, null, null, true))).ms);
+          apiMs.push((await timed(() => apiCommit(conn, vv.dom, null, null, { active: true }))).ms);
           await dropOverlays(vv);
           // livemerge through its CLI
           if (opts.cli) {
@@ -980,7 +962,9 @@ async function main(): Promise<void> {
             ),
           );
           await dropOverlays(vv, kind === 'active' ? [] : [vFiles.at(-1)!]);
-          const a = await timed(() => apiCommit(va, aFiles[0]!, aFiles[top]!, kind === 'active'));
+          const a = await timed(() =>
+            apiCommit(conn, va.dom, aFiles[0]!, aFiles[top]!, { active: kind === 'active' }),
+          );
           await dropOverlays(va, kind === 'active' ? [] : [aFiles.at(-1)!]);
           log(
             `(c) ${kind}, ${L} layers: livemerge ${secs(t.ms)} s (${tree.events} events, ${tree.activities} activities), virsh ${secs(v.ms)} s, API ${secs(a.ms)} s`,
@@ -1090,7 +1074,9 @@ async function main(): Promise<void> {
           await write(vm, 0, opts.layerMiB, pattern + 0x10);
           await setPaused(vm, true);
         });
-        const api = await timed(() => Promise.allSettled(vSet.map((vm) => apiCommit(vm, null, null, true))));
+        const api = await timed(() =>
+          Promise.allSettled(vSet.map((vm) => apiCommit(conn, vm.dom, null, null, { active: true }))),
+        );
         const apiFailed = api.value.filter((x) => x.status === 'rejected');
         log(`(b) N=${n}: libvirt API ${secs(api.ms)} s (${apiFailed.length} failed)`);
         for (const vm of vSet) await dropOverlays(vm);

@@ -24,6 +24,7 @@ import { BlockJobStatus, DomainUndefineFlags, LibvirtConnection, hmpQemuIo } fro
 import { SnapshotCreateFlags } from '../src/libvirt/constants';
 import type { BlockJobEvent } from '../src/libvirt';
 import { StorageDomain } from '../src/storage/storage-domain';
+import { apiCommit } from './api-commit';
 import { eventMs } from './history-events';
 
 const MiB = 1 << 20;
@@ -121,17 +122,7 @@ async function main(): Promise<void> {
           SnapshotCreateFlags.DISK_ONLY | SnapshotCreateFlags.NO_METADATA | SnapshotCreateFlags.ATOMIC,
         );
         await hmpQemuIo(dom, 'virtio-disk0', `write -P 0x${(0x61 + i).toString(16)} 0 8M`);
-        const job = (status: number) =>
-          conn.waitForBlockJob(
-            (e) => e.domainUuid === dom.uuid && e.disk === 'vda' && e.status === status,
-            60_000,
-          );
-        const readyEvent = job(BlockJobStatus.READY);
-        await dom.blockCommit('vda', null, null, 16 * MiB, { active: true });
-        await readyEvent;
-        const anchorPivoted = job(BlockJobStatus.COMPLETED);
-        await dom.blockJobAbort('vda', { pivot: true });
-        await anchorPivoted;
+        await apiCommit(conn, dom, null, null, { active: true, bandwidthBytesPerSec: 16 * MiB });
         // Timed on the same listener as livemerge's rows.
         anchorReadyToPivoted.push(
           jobEvents(BlockJobStatus.COMPLETED).at(-1)!.at - jobEvents(BlockJobStatus.READY).at(-1)!.at,
