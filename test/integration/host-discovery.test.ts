@@ -1,11 +1,24 @@
 import { randomUUID } from 'node:crypto';
+import type { temporal } from '@temporalio/proto';
 import { describe, expect, it } from 'vitest';
 import { writeThroughGuest } from '../helpers/data';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
+import type { RemoveSnapshotResult } from '../../src/workflows/remove-snapshot';
 import { createStackVm, useStack } from '../helpers/stack';
-import { createSnapshot, failureTypeOf, removeSnapshot, startRemoveSnapshot } from '../helpers/workflows';
+import { createSnapshot, failureTypeOf, startRemoveSnapshot } from '../helpers/workflows';
 
 const LOCATE_TIMEOUT_S = 6;
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+const isLocateProbe = (e: HistoryEvent) =>
+  e.activityTaskScheduledEventAttributes?.activityType?.name === 'locateVm';
+
+/** The events before the first one that `until` matches (all of them when none does). */
+function eventsBefore(events: HistoryEvent[], until: (e: HistoryEvent) => boolean): HistoryEvent[] {
+  const i = events.findIndex(until);
+  return i < 0 ? events : events.slice(0, i);
+}
 
 describe('finding the VM among the configured hosts', () => {
   it('asks every configured host; an absent agent does not stop or slow a merge of a running VM', async () => {
@@ -15,11 +28,20 @@ describe('finding the VM among the configured hosts', () => {
     await writeThroughGuest(vm.domain, 0, { byte: 0x41, offset: 0, length: 65536 });
     const snap = await createSnapshot(s, vm.uuid);
     expect(snap.hostId).toBe(s.hostId);
-    const t0 = Date.now();
-    const r = await removeSnapshot(s, { vmId: vm.uuid, snapshotId: snap.snapshotId });
+    const handle = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: snap.snapshotId });
+    const r = (await handle.result()) as RemoveSnapshotResult;
     expect(r.disks.map((d) => d.status)).toEqual(['merged']);
-    // The ghost's probe has a 5 s schedule-to-start timeout; the merge does not wait for it.
-    expect(Date.now() - t0).toBeLessThan(5000);
+    // The merge began on the first round's answer of the running host: before the ghost's probe could time
+    // out (its 5 s schedule-to-start timeout) and before any second round (a timer, then new probes).
+    const events = (await handle.fetchHistory()).events ?? [];
+    const beforeMerge = eventsBefore(
+      events,
+      (e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowType?.name === 'mergeDisk',
+    );
+    expect(beforeMerge.length).toBeLessThan(events.length); // the merge was started
+    expect(beforeMerge.filter(isLocateProbe)).toHaveLength(2); // one probe per configured host
+    expect(beforeMerge.filter((e) => e.activityTaskTimedOutEventAttributes)).toEqual([]);
+    expect(beforeMerge.filter((e) => e.timerStartedEventAttributes)).toEqual([]);
   });
 
   it('a VM no answering host has, while another host is silent: HostUnreachable after the locate timeout, never VmNotFound', async () => {
@@ -30,15 +52,12 @@ describe('finding the VM among the configured hosts', () => {
     const seconds = (Date.now() - t0) / 1000;
     expect(seconds).toBeGreaterThanOrEqual(LOCATE_TIMEOUT_S);
     // The silent host was asked again and again meanwhile (one probe per round), the other once per round.
-    const probes = ((await handle.fetchHistory()).events ?? []).filter(
-      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'locateVm',
-    );
+    const probes = ((await handle.fetchHistory()).events ?? []).filter(isLocateProbe);
     expect(probes.length).toBeGreaterThan(2);
   });
 
-  it('every asked host answers no: VmNotFound within seconds', async () => {
+  it('every asked host answers no: VmNotFound on the first round, without waiting', async () => {
     const s = await useStack({ extraHosts: ['ghost-host'], locateTimeoutSeconds: LOCATE_TIMEOUT_S });
-    const t0 = Date.now();
     // Asking only the host whose agent runs: every asked host answers.
     const handle = await startRemoveSnapshot(s, {
       vmId: randomUUID(),
@@ -46,7 +65,10 @@ describe('finding the VM among the configured hosts', () => {
       hostId: s.hostId,
     });
     expect(await failureTypeOf(handle.result())).toBe('VmNotFound');
-    expect(Date.now() - t0).toBeLessThan(3000);
+    // Refused on the first round's answer: one probe, no wait for a next round (a timer) or the timeout.
+    const events = (await handle.fetchHistory()).events ?? [];
+    expect(events.filter(isLocateProbe)).toHaveLength(1);
+    expect(events.filter((e) => e.timerStartedEventAttributes)).toEqual([]);
   });
 
   it('a VM name no answering host has, while another host is silent: HostUnreachable (findVm), never VmNotFound', async () => {
