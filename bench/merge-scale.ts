@@ -6,7 +6,7 @@
 //      vs `virsh blockcommit DOM vda --active --pivot --wait` on an identical chain built outside livemerge
 //      (another VM, its raw base in a temp dir, its overlay made by `virsh snapshot-create-as --disk-only
 //      --no-metadata`). The data goes into both active layers through the guest device (HMP qemu-io), so
-//      both are written with the VM's cache=none.
+//      both are written with the VM's cache=none. Each round logs where `--wait`'s time went (CliPhases).
 //  (c) cost vs chain length: one mergeDisk from the base over L layers (active: base + L−1 snapshots, the
 //      leaf committed with pivot; intermediate: base + L snapshots, the L layers below the leaf) vs 2 layers;
 //      history events and activities per merge (the mergeDisk workflow and its children, `vm-lock:*`
@@ -538,6 +538,51 @@ interface BenchVm {
   paused: boolean;
 }
 
+/** Where `snapshot remove --wait`'s time goes, in ms: spawn → the lookup's start (the CLI's own start and its
+ * connection), the lookup (findVm), its close → the removal's start (the CLI's checks), the removal, its close →
+ * exit. Server clock for the workflows, this process's for spawn and exit (the same machine). */
+interface CliPhases {
+  toLookup: number;
+  lookup: number;
+  toStart: number;
+  removal: number;
+  toExit: number;
+}
+
+async function cliPhasesOf(
+  client: Client,
+  vmId: string,
+  spawned: number,
+  removal: temporal.api.history.v1.IHistoryEvent[],
+  exited: number,
+): Promise<CliPhases> {
+  let lookup: { start: number; close: number } | undefined;
+  // The CLI's findVm for this VM (its id: find-vm:<ref>:<random>), started after the spawn.
+  await waitFor(
+    "the CLI's findVm in visibility",
+    async () => {
+      for await (const w of client.workflow.list({
+        query: `WorkflowType = 'findVm' AND ExecutionStatus = 'Completed'`,
+      })) {
+        const start = w.startTime.getTime();
+        if (w.workflowId.startsWith(`find-vm:${vmId}:`) && start >= spawned - 1000 && w.closeTime)
+          if (!lookup || start > lookup.start) lookup = { start, close: w.closeTime.getTime() };
+      }
+      return lookup !== undefined;
+    },
+    10_000,
+  );
+  const first = eventMs(removal[0]!);
+  const last = eventMs(removal[removal.length - 1]!);
+  return {
+    toLookup: lookup!.start - spawned,
+    lookup: lookup!.close - lookup!.start,
+    toStart: first - lookup!.close,
+    removal: last - first,
+    toExit: exited - last,
+  };
+}
+
 async function main(): Promise<void> {
   const commandLine = `npx tsx bench/merge-scale.ts ${process.argv.slice(2).join(' ')}`.trim();
   const startedAt = new Date();
@@ -829,6 +874,7 @@ async function main(): Promise<void> {
         const lmMs: number[] = [];
         const cliMs: number[] = [];
         const waitMs: number[] = [];
+        const cliPhases: CliPhases[] = [];
         const virshMs: number[] = [];
         const apiMs: number[] = [];
         let tree: Tree | undefined;
@@ -856,6 +902,7 @@ async function main(): Promise<void> {
           if (opts.cli) {
             const c = await lmSnapshot(lm);
             await write(lm, 0, size, pattern + 0x10);
+            const spawned = Date.now();
             cliMs.push(
               (
                 await timed(() =>
@@ -879,11 +926,22 @@ async function main(): Promise<void> {
                 .events ?? [];
             const close = closedEvents[closedEvents.length - 1]!.eventTime!;
             waitMs.push(exited - (Number(close.seconds) * 1000 + Math.floor((close.nanos ?? 0) / 1e6)));
+            cliPhases.push(await cliPhasesOf(client, lm.uuid, spawned, closedEvents, exited));
           }
           log(
             `(a) ${size} MiB round ${r + 1}: livemerge ${secs(lmMs.at(-1)!)} s, cli ${secs(cliMs.at(-1) ?? NaN)} s, virsh ${secs(virshMs.at(-1)!)} s, API ${secs(apiMs.at(-1)!)} s`,
           );
         }
+        if (cliPhases.length > 0)
+          log(
+            `(a) ${size} MiB, \`snapshot remove --wait\` per round (ms): ` +
+              cliPhases
+                .map(
+                  (p) =>
+                    `spawn → findVm ${p.toLookup}, findVm ${p.lookup}, → removal ${p.toStart}, removal ${p.removal}, → exit ${p.toExit}`,
+                )
+                .join('; '),
+          );
         print(
           `| ${size} | ${spread(lmMs)} | ${opts.cli ? `${spread(cliMs)}; returned ${waitMs.map((x) => x.toFixed(0)).join(', ')} ms after the close` : '–'} | ${spread(virshMs)} | ${spread(apiMs)} | ${ratio(median(lmMs), median(virshMs))} | ${ratio(median(lmMs), median(apiMs))} | ${tree!.events} / ${tree!.activities} (${perWorkflow(tree!)}) |`,
         );
