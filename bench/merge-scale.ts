@@ -6,7 +6,8 @@
 //      vs `virsh blockcommit DOM vda --active --pivot --wait` on an identical chain built outside livemerge
 //      (another VM, its raw base in a temp dir, its overlay made by `virsh snapshot-create-as --disk-only
 //      --no-metadata`). The data goes into both active layers through the guest device (HMP qemu-io), so
-//      both are written with the VM's cache=none. Each round logs where `--wait`'s time went (CliPhases).
+//      both are written with the VM's cache=none. For each size it logs where each round's `--wait` time went
+//      (CliPhases).
 //  (c) cost vs chain length: one mergeDisk from the base over L layers (active: base + L−1 snapshots, the
 //      leaf committed with pivot; intermediate: base + L snapshots, the L layers below the leaf) vs 2 layers;
 //      history events and activities per merge (the mergeDisk workflow and its children, `vm-lock:*`
@@ -562,10 +563,10 @@ async function cliPhasesOf(
     "the CLI's findVm in visibility",
     async () => {
       for await (const w of client.workflow.list({
-        query: `WorkflowType = 'findVm' AND ExecutionStatus = 'Completed'`,
+        query: `WorkflowType = 'findVm' AND ExecutionStatus = 'Completed' AND StartTime >= "${new Date(spawned - 1000).toISOString()}"`,
       })) {
         const start = w.startTime.getTime();
-        if (w.workflowId.startsWith(`find-vm:${vmId}:`) && start >= spawned - 1000 && w.closeTime)
+        if (w.workflowId.startsWith(`find-vm:${vmId}:`) && w.closeTime)
           if (!lookup || start > lookup.start) lookup = { start, close: w.closeTime.getTime() };
       }
       return lookup !== undefined;

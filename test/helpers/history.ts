@@ -1,6 +1,15 @@
 // Reading what a workflow did from its history: the branch a test names, not only the end state.
 import type { WorkflowHandle } from '@temporalio/client';
+import type { temporal } from '@temporalio/proto';
 import { expect } from 'vitest';
+
+export type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+/** Matches the ActivityTaskScheduled events of the activity `type`. */
+export const scheduledActivity =
+  (type: string) =>
+  (e: HistoryEvent): boolean =>
+    e.activityTaskScheduledEventAttributes?.activityType?.name === type;
 
 /** The run's activity `type`: its last attempt (ActivityTaskStarted), the failure before it, its result. */
 export async function activityRun(
@@ -12,7 +21,7 @@ export async function activityRun(
   result: Record<string, unknown> | undefined;
 }> {
   const events = (await handle.fetchHistory()).events ?? [];
-  const scheduled = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
+  const scheduled = events.filter(scheduledActivity(type));
   expect(scheduled.length, `${type} scheduled in ${handle.workflowId}`).toBeGreaterThan(0);
   const id = String(scheduled[scheduled.length - 1]!.eventId);
   const started = events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId) === id);

@@ -1,24 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import type { temporal } from '@temporalio/proto';
 import { describe, expect, it } from 'vitest';
 import { writeThroughGuest } from '../helpers/data';
-import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
+import { scheduledActivity } from '../helpers/history';
+import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/common/task-queues';
 import type { RemoveSnapshotResult } from '../../src/workflows/remove-snapshot';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createSnapshot, failureTypeOf, startRemoveSnapshot } from '../helpers/workflows';
 
 const LOCATE_TIMEOUT_S = 6;
 
-type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
-
-const isLocateProbe = (e: HistoryEvent) =>
-  e.activityTaskScheduledEventAttributes?.activityType?.name === 'locateVm';
-
-/** The events before the first one that `until` matches (all of them when none does). */
-function eventsBefore(events: HistoryEvent[], until: (e: HistoryEvent) => boolean): HistoryEvent[] {
-  const i = events.findIndex(until);
-  return i < 0 ? events : events.slice(0, i);
-}
+const isLocateProbe = scheduledActivity('locateVm');
 
 describe('finding the VM among the configured hosts', () => {
   it('asks every configured host; an absent agent does not stop or slow a merge of a running VM', async () => {
@@ -31,17 +22,26 @@ describe('finding the VM among the configured hosts', () => {
     const handle = await startRemoveSnapshot(s, { vmId: vm.uuid, snapshotId: snap.snapshotId });
     const r = (await handle.result()) as RemoveSnapshotResult;
     expect(r.disks.map((d) => d.status)).toEqual(['merged']);
-    // The merge began on the first round's answer of the running host: before the ghost's probe could time
-    // out (its 5 s schedule-to-start timeout) and before any second round (a timer, then new probes).
+    // The merge began on the running host's answer in the first round: between that answer and the merge's
+    // start, no probe timed out (the ghost's: 5 s schedule-to-start, one attempt) and no timer started a
+    // second round. (A ghost timing out before that answer, on a slow machine, would be left out here.)
     const events = (await handle.fetchHistory()).events ?? [];
-    const beforeMerge = eventsBefore(
-      events,
+    const probes = events.filter(isLocateProbe);
+    expect(probes).toHaveLength(2); // one per configured host, one round
+    const running = probes.find(
+      (e) => e.activityTaskScheduledEventAttributes?.taskQueue?.name === hostTaskQueue(s.hostId),
+    )!;
+    const answered = events.findIndex(
+      (e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId) === String(running.eventId),
+    );
+    const merge = events.findIndex(
       (e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowType?.name === 'mergeDisk',
     );
-    expect(beforeMerge.length).toBeLessThan(events.length); // the merge was started
-    expect(beforeMerge.filter(isLocateProbe)).toHaveLength(2); // one probe per configured host
-    expect(beforeMerge.filter((e) => e.activityTaskTimedOutEventAttributes)).toEqual([]);
-    expect(beforeMerge.filter((e) => e.timerStartedEventAttributes)).toEqual([]);
+    expect(answered).toBeGreaterThan(0);
+    expect(merge).toBeGreaterThan(answered);
+    const between = events.slice(answered, merge);
+    expect(between.filter((e) => e.activityTaskTimedOutEventAttributes)).toEqual([]);
+    expect(between.filter((e) => e.timerStartedEventAttributes)).toEqual([]);
   });
 
   it('a VM no answering host has, while another host is silent: HostUnreachable after the locate timeout, never VmNotFound', async () => {
