@@ -925,9 +925,9 @@ async function main(): Promise<void> {
             const closedEvents =
               (await client.workflow.getHandle(`remove-snapshot:${lm.uuid}:${c.snapshotId}`).fetchHistory())
                 .events ?? [];
-            const close = closedEvents[closedEvents.length - 1]!.eventTime!;
-            waitMs.push(exited - (Number(close.seconds) * 1000 + Math.floor((close.nanos ?? 0) / 1e6)));
-            cliPhases.push(await cliPhasesOf(client, lm.uuid, spawned, closedEvents, exited));
+            const phases = await cliPhasesOf(client, lm.uuid, spawned, closedEvents, exited);
+            cliPhases.push(phases);
+            waitMs.push(phases.toExit);
           }
           log(
             `(a) ${size} MiB round ${r + 1}: livemerge ${secs(lmMs.at(-1)!)} s, cli ${secs(cliMs.at(-1) ?? NaN)} s, virsh ${secs(virshMs.at(-1)!)} s, API ${secs(apiMs.at(-1)!)} s`,

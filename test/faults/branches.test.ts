@@ -6,13 +6,12 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { WorkflowHandle } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ENGINE_TASK_QUEUE } from '../../src/common/task-queues';
 import { StorageDomain } from '../../src/storage/storage-domain';
 import type { StoredVolume } from '../../src/storage/storage-domain';
 import { exists, hasPattern, writeThroughGuest } from '../helpers/data';
-import { activityRun } from '../helpers/history';
+import { activityRun, scheduledActivity } from '../helpers/history';
 import { ProcessStack, until } from '../helpers/process-stack';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 import type { FaultContext } from './harness';
@@ -28,7 +27,6 @@ import {
 } from './harness';
 
 const MiB = 1 << 20;
-const EventType = temporal.api.enums.v1.EventType;
 const DATA = { byte: 0x51, offset: 0, length: 2 * MiB };
 
 let stack: ProcessStack;
@@ -304,11 +302,7 @@ describe('finding the VM waits for a host that does not answer', () => {
     await until(
       'the silent host to be asked again',
       async () =>
-        ((await handle.fetchHistory()).events ?? []).filter(
-          (e) =>
-            e.eventType === EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED &&
-            e.activityTaskScheduledEventAttributes?.activityType?.name === 'locateVm',
-        ).length >= 2,
+        ((await handle.fetchHistory()).events ?? []).filter(scheduledActivity('locateVm')).length >= 2,
       60_000,
       200,
     );

@@ -3,12 +3,10 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { temporal } from '@temporalio/proto';
 import { expect } from 'vitest';
 
-export type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
-
 /** Matches the ActivityTaskScheduled events of the activity `type`. */
 export const scheduledActivity =
   (type: string) =>
-  (e: HistoryEvent): boolean =>
+  (e: temporal.api.history.v1.IHistoryEvent): boolean =>
     e.activityTaskScheduledEventAttributes?.activityType?.name === type;
 
 /** The run's activity `type`: its last attempt (ActivityTaskStarted), the failure before it, its result. */

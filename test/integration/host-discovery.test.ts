@@ -82,9 +82,7 @@ describe('finding the VM among the configured hosts', () => {
       });
     const missing = await find('lm-no-such-name');
     expect(await failureTypeOf(missing.result())).toBe('HostUnreachable');
-    const rounds = ((await missing.fetchHistory()).events ?? []).filter(
-      (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'listVms',
-    );
+    const rounds = ((await missing.fetchHistory()).events ?? []).filter(scheduledActivity('listVms'));
     expect(rounds.length).toBeGreaterThan(2); // the silent host was asked again
     // A name the answering host has is not unique until the silent host answers either: same refusal.
     expect(await failureTypeOf((await find(vm.name)).result())).toBe('HostUnreachable');

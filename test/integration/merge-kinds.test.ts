@@ -10,6 +10,7 @@ import { releaseVmLockSignal } from '../../src/workflows/vm-lock';
 import { qcow2Chain } from '../../src/inspect/qcow2-chain';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
 import { waitFor } from '../helpers/guest-writer';
+import { scheduledActivity } from '../helpers/history';
 import { createStackVm, useStack } from '../helpers/stack';
 import { createTempDir } from '../helpers/vm-fixture';
 import {
@@ -96,8 +97,7 @@ describe('merge kinds (live)', () => {
           .getHandle(`merge-disk:${vm.uuid}:${d.imageId}`)
           .fetchHistory();
         const events = history.events ?? [];
-        const scheduled = (type: string) =>
-          events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
+        const scheduled = (type: string) => events.find(scheduledActivity(type));
         // The host unit (start, wait, pivot, verify) of each disk.
         const start = scheduled('mergeOnHost')!;
         const done = events.find(
