@@ -58,7 +58,7 @@ async function stateOf(s: Stack, dom: Domain, imageId: string): Promise<State> {
   };
 }
 
-async function setUp(opts: { start?: boolean } = {}) {
+async function setUp(opts: { start?: boolean; format?: 'raw' | 'qcow2' } = {}) {
   const s = await useStack();
   const host = createHostActivities({
     hostId: s.hostId,
@@ -66,7 +66,12 @@ async function setUp(opts: { start?: boolean } = {}) {
     libvirt: () => Promise.resolve(s.conn),
     domainXmls: () => readDomainXmls(s.conn),
   });
-  const { vm, disks } = await createStackVm(s, { disks: 1, capacity: 64 * MiB, start: opts.start ?? true });
+  const { vm, disks } = await createStackVm(s, {
+    disks: 1,
+    capacity: 64 * MiB,
+    start: opts.start ?? true,
+    ...(opts.format ? { format: opts.format } : {}),
+  });
   await createSnapshot(s, vm.uuid);
   if (opts.start ?? true) await writeThroughGuest(vm.domain, 0, { byte: 0x61, offset: 0, length: 2 * MiB });
   const imageId = disks[0]!.imageId;
@@ -223,6 +228,36 @@ describe('a stopped VM: the chain it boots from decides whether its merge is don
     expect((await t.state()).persistent).toEqual([t.chain[0]!.path]);
     expect((await call(t.s, t.host, 'startJob', t.job)).status).toBe('already-done');
     expect(await call(t.s, t.host, 'abortJob', t.job)).toEqual({ aborted: false, merged: true });
+  });
+});
+
+describe('verifyMerged: the qcow2 headers below the leaf are a view of their own', () => {
+  it('refuses a leaf whose headers still name a removed volume, the definition not naming it', async () => {
+    const t = await setUp({ start: false });
+    const [base, leaf] = [t.chain[0]!.path, t.chain[1]!.path];
+    const input = { ...t.job, removedPaths: [base], expectedLeafPath: leaf };
+    const err: unknown = await call(t.s, t.host, 'verifyMerged', input).catch((e: unknown) => e);
+    expect(err).toMatchObject({ type: 'ChainMismatch' });
+    expect(String((err as Error).message)).toContain(`qcow2 headers still holds ${base}`);
+    expect(String((err as Error).message)).not.toContain('persistent XML still holds');
+  });
+
+  it('reads a raw leaf as the VM opens it (its XML says raw): no qemu-img probe', async () => {
+    const t = await setUp({ format: 'raw' });
+    const input = { ...t.job, expectedLeafPath: t.chain[0]!.path };
+    await call(t.s, t.host, 'mergeOnHost', input);
+    expect((await t.state()).live).toEqual([t.chain[0]!.path]);
+    // A qemu-img that always fails: a probe of the raw leaf would turn into a refusal.
+    const saved = process.env.LIVEMERGE_QEMU_IMG;
+    process.env.LIVEMERGE_QEMU_IMG = '/bin/false';
+    try {
+      await call(t.s, t.host, 'verifyMerged', input);
+      await t.vm.domain.destroy(); // and the stopped VM's definition is read the same way
+      expect((await call(t.s, t.host, 'startJob', t.job)).status).toBe('already-done');
+    } finally {
+      if (saved === undefined) delete process.env.LIVEMERGE_QEMU_IMG;
+      else process.env.LIVEMERGE_QEMU_IMG = saved;
+    }
   });
 });
 

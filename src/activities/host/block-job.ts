@@ -7,7 +7,7 @@ import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
 import { walkLeafChain } from './chains';
 import { releaseWorkflowHolds } from './vm-hold';
-import { diskChain, isActive, stateOf, withVm } from './vm';
+import { diskChain, isActive, stateOf, vmDisk, withVm } from './vm';
 
 const JOB_TYPE: Record<JobKind, number> = {
   commit: BlockJobType.COMMIT,
@@ -35,10 +35,11 @@ const holdsNoRemoved = (chain: string[], job: JobRef): boolean =>
  * writes a pivot into the definition and a completed commit into the headers; an unfinished job neither.
  */
 export async function definitionWorkDone(dom: Domain, job: JobRef): Promise<boolean> {
-  const source = (await diskChain(dom, job.diskTarget, true))?.[0];
+  const disk = await vmDisk(dom, job.diskTarget, true);
+  const source = disk?.chain[0]?.path;
   // A disk the definition lacks (attached to the running VM only) is not booted from at all: not merged.
   if (!source) return false;
-  return holdsNoRemoved(await walkLeafChain(source), job);
+  return holdsNoRemoved(await walkLeafChain(source, disk.format === 'raw'), job);
 }
 
 /**

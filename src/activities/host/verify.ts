@@ -3,17 +3,22 @@ import type { HostActivities, JobRef } from '../contracts';
 import { nonRetryable } from '../failures';
 import { walkLeafChain } from './chains';
 import type { HostActivityDeps } from './deps';
-import { diskChain, isActive, stateOf, withVm } from './vm';
+import { chainPaths, isActive, stateOf, vmDisk, withVm } from './vm';
 
 /**
  * Step 6, read-only: the disk's leaf is where it must be and no removed volume is left in the live
  * chain, the persistent definition or the qcow2 headers below the leaf. Nothing is deleted unless this passes.
  */
 export async function verifyChains(dom: Domain, input: JobRef & { expectedLeafPath: string }): Promise<void> {
+  const live = isActive(await stateOf(dom)) ? await vmDisk(dom, input.diskTarget, false) : undefined;
+  const persistent = await vmDisk(dom, input.diskTarget, true);
   const views: Array<[string, string[] | null]> = [];
-  if (isActive(await stateOf(dom))) views.push(['live XML', await diskChain(dom, input.diskTarget, false)]);
-  views.push(['persistent XML', await diskChain(dom, input.diskTarget, true)]);
-  views.push(['qcow2 headers', await walkLeafChain(input.expectedLeafPath)]);
+  if (live !== undefined) views.push(['live XML', live && chainPaths(live)]);
+  views.push(['persistent XML', persistent && chainPaths(persistent)]);
+  // The leaf is opened as the VM's XML says, when that XML has this leaf (a raw one needs no qemu-img probe).
+  const opener = live === undefined ? persistent : live;
+  const openedRaw = opener?.chain[0]?.path === input.expectedLeafPath && opener.format === 'raw';
+  views.push(['qcow2 headers', await walkLeafChain(input.expectedLeafPath, openedRaw)]);
   const problems: string[] = [];
   for (const [view, chain] of views) {
     if (!chain) {

@@ -1,4 +1,4 @@
-import { parseDomainDiskChains } from '../../inspect/domain-xml';
+import { parseDomainDiskChains, type DiskChain } from '../../inspect/domain-xml';
 import type { Domain } from '../../libvirt/domain';
 import { DomainState } from '../../libvirt/constants';
 import { isNoDomainError } from '../../libvirt/errors';
@@ -62,10 +62,18 @@ export async function describe(deps: HostActivityDeps, dom: Domain): Promise<Des
   return { vmId: dom.uuid, name: dom.name, hostId: deps.hostId, state, disks };
 }
 
+/** The disk as the live or persistent XML describes it (its chain leaf first, its leaf's format). */
+export async function vmDisk(dom: Domain, target: string, inactive: boolean): Promise<DiskChain | null> {
+  return parseDomainDiskChains(await dom.xml({ inactive })).find((d) => d.target === target) ?? null;
+}
+
+/** The paths of a disk's chain, leaf first ('' for an entry with no path). */
+export const chainPaths = (disk: DiskChain): string[] => disk.chain.map((e) => e.path ?? '');
+
 /** The disk's chain (leaf first) in the live or persistent XML. */
 export async function diskChain(dom: Domain, target: string, inactive: boolean): Promise<string[] | null> {
-  const disk = parseDomainDiskChains(await dom.xml({ inactive })).find((d) => d.target === target);
-  return disk ? disk.chain.map((e) => e.path ?? '') : null;
+  const disk = await vmDisk(dom, target, inactive);
+  return disk ? chainPaths(disk) : null;
 }
 
 /** libvirt's live XML says the disk's mirroring job is synchronised (<mirror ready='yes'>). */
