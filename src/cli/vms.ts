@@ -8,8 +8,7 @@ import type { VolumeRef } from '../schemas/volume';
 import { isUuid } from '../common/ids';
 import type { Config } from '../config';
 import { parseDomainDiskChains } from '../inspect/domain-xml';
-import type { Domain } from '../libvirt';
-import { LibvirtConnection, isNoDomainError } from '../libvirt';
+import type { Domain, LibvirtConnection } from '../libvirt';
 import { volumeRefFromPath } from '../storage/paths';
 import { StorageDomain } from '../storage/storage-domain';
 import type { StoredVolume } from '../storage/storage-domain';
@@ -39,6 +38,8 @@ export async function withLibvirt<T>(
   config: Config,
   fn: (conn: LibvirtConnection) => Promise<T>,
 ): Promise<T> {
+  // Loaded here: most commands ask Temporal only, and the libvirt binding (koffi) costs 25-35 ms to load.
+  const { LibvirtConnection } = await import('../libvirt');
   const conn = await LibvirtConnection.open(config.libvirtUri, { events: false });
   try {
     return await fn(conn);
@@ -52,6 +53,7 @@ export async function lookupVm(conn: LibvirtConnection, ref: string): Promise<Do
   try {
     return isUuid(ref) ? await conn.lookupByUuid(ref) : await conn.lookupByName(ref);
   } catch (err) {
+    const { isNoDomainError } = await import('../libvirt');
     if (isNoDomainError(err))
       throw new UsageError(`no VM ${JSON.stringify(ref)} is defined on this host (${conn.uri})`);
     throw err;
