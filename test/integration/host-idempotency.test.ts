@@ -247,7 +247,7 @@ describe('verifyMerged: the qcow2 headers below the leaf are a view of their own
     const input = { ...t.job, expectedLeafPath: t.chain[0]!.path };
     await call(t.s, t.host, 'mergeOnHost', input);
     expect((await t.state()).live).toEqual([t.chain[0]!.path]);
-    // A qemu-img that always fails: a probe of the raw leaf would turn into a refusal.
+    // A qemu-img that always fails: a probe of the raw leaf would fail these calls.
     const saved = process.env.LIVEMERGE_QEMU_IMG;
     process.env.LIVEMERGE_QEMU_IMG = '/bin/false';
     try {
