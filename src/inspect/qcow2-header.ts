@@ -24,9 +24,11 @@ export interface ImageLink {
   backingFormat?: string;
 }
 
+const hasQcow2Magic = (head: Buffer): boolean => head.length >= 4 && head.readUInt32BE(0) === QCOW2_MAGIC;
+
 /** The header of a qcow2 image (version 2 or 3) in `head`; undefined when it is not one this parser knows. */
 export function parseQcow2Header(head: Buffer): ImageLink | undefined {
-  if (head.length < 72 || head.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+  if (head.length < 72 || !hasQcow2Magic(head)) return undefined;
   const version = head.readUInt32BE(4);
   if (version !== 2 && version !== 3) return undefined;
   const link: ImageLink = { format: 'qcow2' };
@@ -63,8 +65,9 @@ async function readHead(file: string): Promise<Buffer> {
 
 /**
  * How QEMU opens `file`: with `format` when one is declared (a parent's `-F`), else probed (a qcow2 magic is
- * qcow2, like qemu-img's probe; `rawHint`: its user opens it raw, e.g. the domain XML's driver type). qemu-img
- * answers what this reader does not parse.
+ * qcow2, like qemu-img's probe; `rawHint`: its user opens it raw, e.g. the domain XML's driver type, which
+ * settles a file with no qcow2 magic). qemu-img answers what this reader does not parse, a qcow2 magic with a
+ * header it refuses too: a backing name in there may still be opened by another user or the next boot.
  */
 export async function imageLink(
   file: string,
@@ -73,9 +76,10 @@ export async function imageLink(
   opts: RunOptions = {},
 ): Promise<ImageLink> {
   if (format === 'raw') return { format: 'raw' };
-  const parsed = parseQcow2Header(await readHead(file));
+  const head = await readHead(file);
+  const parsed = parseQcow2Header(head);
   if (parsed) return parsed;
-  if (format === undefined && rawHint) return { format: 'raw' };
+  if (format === undefined && rawHint && !hasQcow2Magic(head)) return { format: 'raw' };
   // Another declared format than these two: probed, as walkQcow2Chain does.
   const declared = format === 'qcow2' ? format : undefined;
   const [info] = await qemuImgInfo(file, { ...opts, forceShare: true, format: declared });

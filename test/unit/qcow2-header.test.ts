@@ -62,6 +62,12 @@ describe('qcow2 header walk', () => {
     expect(await imageLink(f('alone'), undefined)).toEqual({ format: 'qcow2' });
     expect(await imageLink(f('base.raw'), 'raw')).toEqual({ format: 'raw' });
     expect(await imageLink(f('base.raw'), undefined, true)).toEqual({ format: 'raw' });
+    // A user that opens a qcow2 file raw does not hide its backing file: the header wins over the hint.
+    expect(await imageLink(f('c-v2'), undefined, true)).toEqual({
+      format: 'qcow2',
+      backingFilename: 'b',
+      backingFormat: 'qcow2',
+    });
   });
 
   it('leaves to qemu-img what it does not parse: a raw file holding a qcow2 magic of an unknown version', async () => {
@@ -74,5 +80,7 @@ describe('qcow2 header walk', () => {
     expect(parseQcow2Header(head)).toBeUndefined();
     // qemu-img rejects the version: the walk fails (the guard then refuses), it does not call it raw.
     await expect(walkChainFiles(file)).rejects.toThrow(/qemu-img|version/i);
+    // Nor when its user opens it raw: a magic the reader refuses is qemu-img's to judge.
+    await expect(walkChainFiles(file, true)).rejects.toThrow(/qemu-img|version/i);
   });
 });

@@ -7,7 +7,7 @@ import { nonRetryable } from '../failures';
 import type { HostActivityDeps } from './deps';
 import { walkLeafChain } from './chains';
 import { releaseWorkflowHolds } from './vm-hold';
-import { diskChain, isActive, stateOf, vmDisk, withVm } from './vm';
+import { diskChain, isActive, opensLeafRaw, stateOf, vmDisk, withVm } from './vm';
 
 const JOB_TYPE: Record<JobKind, number> = {
   commit: BlockJobType.COMMIT,
@@ -39,7 +39,7 @@ export async function definitionWorkDone(dom: Domain, job: JobRef): Promise<bool
   const source = disk?.chain[0]?.path;
   // A disk the definition lacks (attached to the running VM only) is not booted from at all: not merged.
   if (!source) return false;
-  return holdsNoRemoved(await walkLeafChain(source, disk.format === 'raw'), job);
+  return holdsNoRemoved(await walkLeafChain(source, opensLeafRaw([disk], source)), job);
 }
 
 /**

@@ -3,7 +3,7 @@ import type { HostActivities, JobRef } from '../contracts';
 import { nonRetryable } from '../failures';
 import { walkLeafChain } from './chains';
 import type { HostActivityDeps } from './deps';
-import { chainPaths, isActive, stateOf, vmDisk, withVm } from './vm';
+import { chainPaths, isActive, opensLeafRaw, stateOf, vmDisk, withVm } from './vm';
 
 /**
  * Step 6, read-only: the disk's leaf is where it must be and no removed volume is left in the live
@@ -15,9 +15,8 @@ export async function verifyChains(dom: Domain, input: JobRef & { expectedLeafPa
   const views: Array<[string, string[] | null]> = [];
   if (live !== undefined) views.push(['live XML', live && chainPaths(live)]);
   views.push(['persistent XML', persistent && chainPaths(persistent)]);
-  // The leaf is opened as the VM's XML says, when that XML has this leaf (a raw one needs no qemu-img probe).
-  const opener = live === undefined ? persistent : live;
-  const openedRaw = opener?.chain[0]?.path === input.expectedLeafPath && opener.format === 'raw';
+  // The leaf is read as the VM opens it: a raw one needs no qemu-img probe.
+  const openedRaw = opensLeafRaw([live, persistent], input.expectedLeafPath);
   views.push(['qcow2 headers', await walkLeafChain(input.expectedLeafPath, openedRaw)]);
   const problems: string[] = [];
   for (const [view, chain] of views) {

@@ -67,6 +67,15 @@ export async function vmDisk(dom: Domain, target: string, inactive: boolean): Pr
   return parseDomainDiskChains(await dom.xml({ inactive })).find((d) => d.target === target) ?? null;
 }
 
+/**
+ * True when every given view of the disk that has `leafPath` as its leaf opens it raw (<driver type='raw'>),
+ * and at least one does: the header walk may then read a leaf with no qcow2 magic as raw (walkLeafChain).
+ */
+export function opensLeafRaw(views: Array<DiskChain | null | undefined>, leafPath: string): boolean {
+  const naming = views.filter((d): d is DiskChain => d?.chain[0]?.path === leafPath);
+  return naming.length > 0 && naming.every((d) => d.format === 'raw');
+}
+
 /** The paths of a disk's chain, leaf first ('' for an entry with no path). */
 export const chainPaths = (disk: DiskChain): string[] => disk.chain.map((e) => e.path ?? '');
 
