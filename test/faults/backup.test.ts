@@ -33,7 +33,7 @@ import { ProcessStack, until } from '../helpers/process-stack';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 import type { FaultContext } from './harness';
 import { faultContext, outcomeWithin, progressOf, withDom } from './harness';
-import { scheduledActivity } from '../helpers/history';
+import { scheduledEventIds } from '../helpers/history';
 
 const MiB = 1 << 20;
 const CAPACITY = 64 * MiB;
@@ -219,7 +219,7 @@ async function activityAttempts(
   type: string,
 ): Promise<Array<{ attempt: number; lastFailure: string | undefined; identity: string }>> {
   const events = (await h.fetchHistory()).events ?? [];
-  const ids = new Set(events.filter(scheduledActivity(type)).map((e) => String(e.eventId)));
+  const ids = scheduledEventIds(events, type);
   return events
     .filter((e) => ids.has(String(e.activityTaskStartedEventAttributes?.scheduledEventId)))
     .map((e) => ({

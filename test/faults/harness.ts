@@ -40,7 +40,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { removeVm, testVmXml, uniqueVmName } from '../helpers/vm-fixture';
 import { failureTypeOf } from '../helpers/workflows';
-import { activityRun, scheduledActivity } from '../helpers/history';
+import { activityRun, scheduledEventIds } from '../helpers/history';
 
 const exec = promisify(execFile);
 const MiB = 1 << 20;
@@ -243,7 +243,7 @@ export async function outcomeWithin(
 /** ms timestamp of the first completion of activity `type` in the run's history. */
 export async function completedAt(handle: WorkflowHandle, type: string): Promise<number | undefined> {
   const events = (await handle.fetchHistory()).events ?? [];
-  const scheduled = new Set(events.filter(scheduledActivity(type)).map((e) => String(e.eventId)));
+  const scheduled = scheduledEventIds(events, type);
   const done = events.find(
     (e) =>
       e.activityTaskCompletedEventAttributes &&

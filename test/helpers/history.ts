@@ -9,6 +9,12 @@ export const scheduledActivity =
   (e: temporal.api.history.v1.IHistoryEvent): boolean =>
     e.activityTaskScheduledEventAttributes?.activityType?.name === type;
 
+/** The event ids (as strings) of every ActivityTaskScheduled of activity `type`: what its other events name. */
+export const scheduledEventIds = (
+  events: temporal.api.history.v1.IHistoryEvent[],
+  type: string,
+): Set<string> => new Set(events.filter(scheduledActivity(type)).map((e) => String(e.eventId)));
+
 /** The run's activity `type`: its last attempt (ActivityTaskStarted), the failure before it, its result. */
 export async function activityRun(
   handle: WorkflowHandle,

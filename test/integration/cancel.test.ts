@@ -18,7 +18,7 @@ import type { Domain } from '../../src/libvirt';
 import type { RemoveSnapshotProgress } from '../../src/schemas/progress';
 import type { StoredVolume } from '../../src/storage/storage-domain';
 import { dumpGuestView, exists, hasPattern, sameContent, writeThroughGuest } from '../helpers/data';
-import { scheduledActivity } from '../helpers/history';
+import { scheduledEventIds } from '../helpers/history';
 import type { Holds } from '../helpers/holds';
 import type { Stack } from '../helpers/stack';
 import { createStackVm, useStack } from '../helpers/stack';
@@ -88,7 +88,7 @@ async function activityEnd(
   type: string,
 ): Promise<{ end: 'completed' | 'cancelled' | 'failed' | 'none'; result?: Record<string, unknown> }> {
   const events = (await handle.fetchHistory()).events ?? [];
-  const ids = new Set(events.filter(scheduledActivity(type)).map((e) => String(e.eventId)));
+  const ids = scheduledEventIds(events, type);
   for (const e of events) {
     const done = e.activityTaskCompletedEventAttributes;
     if (done && ids.has(String(done.scheduledEventId))) {

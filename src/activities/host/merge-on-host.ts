@@ -75,9 +75,9 @@ export function makeMergeOnHost(deps: HostActivityDeps): HostActivities['mergeOn
         ({ cur, end } = waited);
         // The unit's next libvirt call on the job (pivot, or the chain check) is how it acts on the event.
         // A poll that found the job's end before libvirt's event arrived has no event to measure from.
-        const noticedBy = seen.eventAt === undefined ? 'poll' : 'event';
         const noticed = (event: 'ready' | 'completed') => {
           if (seen.eventAt !== undefined) metrics.noticeLatency(performance.now() - seen.eventAt, { event });
+          const noticedBy = seen.eventAt === undefined ? 'poll' : 'event';
           ctx.log.info('mergeOnHost: job ended', { event, noticedBy, attempt, disk: input.diskTarget });
         };
         if (waited.outcome === 'vm-stopped')
